@@ -1,0 +1,9 @@
+//! affectcam: real-time facial-affect recognition (8 emotions plus valence/arousal).
+//!
+//! Pipeline stages, data flowing one way: capture → detect → track → model → render → record;
+//! `data`, `train` and `eval` sit beside them on the same `model`.
+
+pub mod bench;
+pub mod model;
+pub mod cli;
+pub mod train;

@@ -1,0 +1,149 @@
+use affectcam::bench::{self, BenchReport};
+use affectcam::cli::{BenchArgs, Cli, Command, ModelArgs, PredictArgs};
+use affectcam::model::{labels::EMOTIONS, select_device, AffectModel, ModelMeta};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Bench(args) => bench_cmd(args),
+        Command::Predict(args) => predict_cmd(args),
+        Command::Live(_) => not_yet("live"),
+        Command::Annotate(_) => not_yet("annotate"),
+        Command::Train(_) => not_yet("train"),
+        Command::Eval(_) => not_yet("eval"),
+    }
+}
+
+fn not_yet(name: &str) -> Result<()> {
+    bail!("`affectcam {name}` is not available yet in this version")
+}
+
+fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
+    let device = select_device(args.device)?;
+    let Some(path) = &args.weights else {
+        bail!("no trained weights ship with this build yet; pass --weights FILE");
+    };
+    let model = AffectModel::load(path, &device)?;
+    Ok((model, device))
+}
+
+fn predict_cmd(args: PredictArgs) -> Result<()> {
+    let (model, device) = load_model(&args.model)?;
+    let pre = model.meta.preprocess;
+    for path in &args.images {
+        let img = image::open(path)
+            .with_context(|| format!("cannot read image {}", path.display()))?
+            .to_rgb8();
+        let batch = pre.batch(&[pre.to_input(&img)], &device)?;
+        let p = model.predict(&batch)?[0];
+        let label = EMOTIONS[p.label()];
+        if args.json {
+            let probs: serde_json::Map<_, _> = EMOTIONS
+                .iter()
+                .zip(p.probs)
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            let line = serde_json::json!({
+                "file": path, "label": label, "confidence": p.probs[p.label()],
+                "valence": p.valence, "arousal": p.arousal, "probs": probs,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{}: {label} ({:.0}%), valence {:+.2}, arousal {:+.2}",
+                path.display(),
+                100.0 * p.probs[p.label()],
+                p.valence,
+                p.arousal
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_cmd(args: BenchArgs) -> Result<()> {
+    if args.child {
+        let device = Device::Cpu;
+        let model = match &args.weights {
+            Some(path) => AffectModel::load(path, &device)?,
+            None => {
+                let varmap = candle_nn::VarMap::new();
+                let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
+                AffectModel::new(vb, ModelMeta::default())?
+            }
+        };
+        let report = bench::run(&model, &device, args.reps, !args.no_train)?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if args.threads.is_empty() || args.threads.contains(&0) {
+        bail!("--threads needs positive thread counts, e.g. --threads 1,2");
+    }
+    let exe = std::env::current_exe().context("cannot locate the affectcam executable")?;
+    let mut reports = Vec::new();
+    for &threads in &args.threads {
+        eprintln!("benchmarking with {threads} thread(s)…");
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "--child", "--reps", &args.reps.to_string()])
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .env("CANDLE_NUM_THREADS", threads.to_string());
+        if let Some(w) = &args.weights {
+            cmd.arg("--weights").arg(w);
+        }
+        if args.no_train {
+            cmd.arg("--no-train");
+        }
+        let out = cmd.output().context("cannot run the benchmark process")?;
+        if !out.status.success() {
+            bail!(
+                "benchmark with {threads} thread(s) failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let report: BenchReport = serde_json::from_slice(&out.stdout)
+            .context("benchmark process printed no report")?;
+        print_report(&report);
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_report(r: &BenchReport) {
+    let t = |t: &bench::Timing| {
+        format!(
+            "{:8.2} ms  [{:.2}–{:.2}]",
+            t.median_ms, t.min_ms, t.max_ms
+        )
+    };
+    println!("threads {}  input {}×{}", r.threads, r.input_size, r.input_size);
+    println!("  batch 1                 {}", t(&r.batch1));
+    println!(
+        "  batch 32                {}  = {:.2} ms/image",
+        t(&r.batch32),
+        r.batch32_per_image_ms
+    );
+    println!("  peak RSS                {:8.0} MB", r.peak_rss_mb);
+    if let Some(full) = &r.train_step_full {
+        println!("  train step, all         {}", t(full));
+    }
+    if let Some(last4) = &r.train_step_last4 {
+        println!("  train step, last 4      {}", t(last4));
+    }
+}

@@ -1,0 +1,140 @@
+//! The affect model: a MobileNetV2 trunk and a two-output head, shared by train, eval and live.
+
+pub mod head;
+pub mod labels;
+pub mod mobilenetv2;
+pub mod ops;
+pub mod preprocess;
+pub mod weights;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use head::{Head, HeadOutput};
+use labels::NUM_EMOTIONS;
+use mobilenetv2::MobileNetV2;
+use std::collections::HashMap;
+use std::path::Path;
+pub use weights::{ModelMeta, WeightsError};
+
+/// MobileNetV2 trunk + emotion/valence-arousal head.
+#[derive(Debug, Clone)]
+pub struct AffectModel {
+    pub trunk: MobileNetV2,
+    pub head: Head,
+    pub meta: ModelMeta,
+}
+
+/// One face's prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Softmax probabilities in AffectNet class order.
+    pub probs: [f32; NUM_EMOTIONS],
+    pub valence: f32,
+    pub arousal: f32,
+}
+
+impl Prediction {
+    /// Index of the most probable class.
+    pub fn label(&self) -> usize {
+        self.probs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    }
+}
+
+impl AffectModel {
+    pub fn new(vb: VarBuilder, meta: ModelMeta) -> candle_core::Result<Self> {
+        Ok(Self {
+            trunk: MobileNetV2::new(vb.clone())?,
+            head: Head::new(vb)?,
+            meta,
+        })
+    }
+
+    /// Builds the model from named tensors (an error names the first missing or misshapen one).
+    pub fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        meta: ModelMeta,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        Self::new(VarBuilder::from_tensors(tensors, DType::F32, device), meta)
+    }
+
+    /// Loads a project weights file, checking metadata, then tensor names and shapes.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
+        let file = weights::read_safetensors(path, device)?;
+        Self::from_bytes_loaded(path, file, device)
+    }
+
+    /// Loads weights held in memory (embedded in the binary); `name` appears in errors.
+    pub fn load_bytes(name: &Path, bytes: &[u8], device: &Device) -> Result<Self, WeightsError> {
+        let file = weights::parse_safetensors(name, bytes, device)?;
+        Self::from_bytes_loaded(name, file, device)
+    }
+
+    fn from_bytes_loaded(
+        path: &Path,
+        file: weights::LoadedFile,
+        device: &Device,
+    ) -> Result<Self, WeightsError> {
+        let meta = ModelMeta::from_metadata(path, &file.metadata)?;
+        Self::from_tensors(file.tensors, meta, device).map_err(|source| WeightsError::Tensor {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Images `[N, S, S, 3]` in [-1, 1] → logits and valence/arousal (inference mode).
+    pub fn forward(&self, images: &Tensor) -> candle_core::Result<HeadOutput> {
+        self.head.forward_t(&self.trunk.forward(images)?, false)
+    }
+
+    /// Images → one [`Prediction`] per image.
+    pub fn predict(&self, images: &Tensor) -> candle_core::Result<Vec<Prediction>> {
+        let out = self.forward(images)?;
+        let probs = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2::<f32>()?;
+        let va = out.valence_arousal.to_vec2::<f32>()?;
+        Ok(probs
+            .into_iter()
+            .zip(va)
+            .map(|(p, va)| Prediction {
+                probs: std::array::from_fn(|i| p[i]),
+                valence: va[0],
+                arousal: va[1],
+            })
+            .collect())
+    }
+}
+
+/// Which device runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when this build has it and a GPU is present, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Errors choosing a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// CUDA was asked for but this binary was built without it.
+    #[error("this build has no CUDA support; rebuild with `cargo build --release --features cuda` (needs nvcc)")]
+    NoCudaSupport,
+    /// CUDA was asked for but no usable GPU was found.
+    #[error("no usable CUDA device: {0}")]
+    NoCudaDevice(candle_core::Error),
+}
+
+pub fn select_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        DeviceChoice::Cuda if !candle_core::utils::cuda_is_available() => {
+            Err(DeviceError::NoCudaSupport)
+        }
+        DeviceChoice::Cuda => Device::new_cuda(0).map_err(DeviceError::NoCudaDevice),
+    }
+}

@@ -1,0 +1,186 @@
+//! Training: one optimisation step on the shared model, with a frozen prefix of the trunk.
+
+use crate::model::mobilenetv2::{is_in_blocks_from, NUM_BLOCKS};
+use crate::model::{AffectModel, ModelMeta};
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use std::collections::HashMap;
+
+/// Where fine-tuning starts: the trunk's blocks before it are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finetune {
+    /// Only the head trains; the trunk runs once to cache pooled features.
+    HeadOnly,
+    /// Blocks `k..` and the last 1×1 conv train with the head; inputs are boundary `k`.
+    FromBlock(usize),
+    /// Everything trains; inputs are images.
+    All,
+}
+
+impl Finetune {
+    /// The last `n` blocks (and the last 1×1 conv), or everything.
+    pub fn last_blocks(n: usize) -> Self {
+        if n == 0 {
+            Finetune::HeadOnly
+        } else {
+            Finetune::FromBlock(NUM_BLOCKS.saturating_sub(n))
+        }
+    }
+
+    /// Whether parameter `name` trains under this setting.
+    pub fn trains(self, name: &str) -> bool {
+        let head = ["head_dense.", "emotion.", "valence_arousal."]
+            .iter()
+            .any(|p| name.starts_with(p));
+        match self {
+            Finetune::HeadOnly => head,
+            Finetune::FromBlock(k) => head || is_in_blocks_from(name, k),
+            Finetune::All => true,
+        }
+    }
+}
+
+/// Targets of one batch. A sample without a label for a task has zero weight for it.
+pub struct Targets {
+    /// `[N, 8]` class distribution (one-hot or crowd-vote soft labels); rows may be zero.
+    pub emotion: Tensor,
+    /// `[N]` per-sample weight of the emotion loss (class weight, 0 when unlabelled).
+    pub emotion_weight: Tensor,
+    /// `[N, 2]` valence, arousal.
+    pub valence_arousal: Tensor,
+    /// `[N]` 1 where valence/arousal are known, else 0.
+    pub va_mask: Tensor,
+}
+
+/// Loss terms of a batch.
+pub struct Losses {
+    pub total: Tensor,
+    pub emotion: f32,
+    pub valence_arousal: f32,
+}
+
+/// Weighted soft-target cross-entropy plus masked valence/arousal MSE; each term averaged
+/// over the samples that have that label.
+pub fn losses(logits: &Tensor, va: &Tensor, t: &Targets) -> Result<Losses> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let ce = (log_p * &t.emotion)?.sum(1)?.neg()?;
+    let labelled = t.emotion.sum(1)?.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    let emotion = ((ce * &t.emotion_weight)?.sum_all()? / labelled as f64)?;
+    let se = (va - &t.valence_arousal)?.sqr()?.sum(1)?;
+    let with_va = t.va_mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    let valence_arousal = ((se * &t.va_mask)?.sum_all()? / (2.0 * with_va) as f64)?;
+    Ok(Losses {
+        emotion: emotion.to_scalar()?,
+        valence_arousal: valence_arousal.to_scalar()?,
+        total: (emotion + valence_arousal)?,
+    })
+}
+
+/// Learning rates of the trunk and the head (the head starts from scratch, so it moves faster).
+#[derive(Debug, Clone, Copy)]
+pub struct LearningRates {
+    pub trunk: f64,
+    pub head: f64,
+}
+
+/// A model whose parameters are variables, with an Adam optimiser per parameter group.
+pub struct Trainer {
+    pub varmap: VarMap,
+    pub model: AffectModel,
+    pub finetune: Finetune,
+    trunk_opt: Option<AdamW>,
+    head_opt: AdamW,
+}
+
+impl Trainer {
+    /// A model initialised from `init` (missing tensors get their random initialisers).
+    pub fn new(
+        init: HashMap<String, Tensor>,
+        meta: ModelMeta,
+        finetune: Finetune,
+        lr: LearningRates,
+        device: &Device,
+    ) -> Result<Self> {
+        let varmap = VarMap::new();
+        let model = AffectModel::new(VarBuilder::from_varmap(&varmap, DType::F32, device), meta)?;
+        {
+            let data = varmap.data().lock().unwrap();
+            for (name, var) in data.iter() {
+                if let Some(t) = init.get(name) {
+                    var.set(&t.to_device(device)?)?;
+                }
+            }
+        }
+        let (mut trunk, mut head): (Vec<Var>, Vec<Var>) = (Vec::new(), Vec::new());
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if !finetune.trains(name) {
+                continue;
+            }
+            if Finetune::HeadOnly.trains(name) {
+                head.push(var.clone());
+            } else {
+                trunk.push(var.clone());
+            }
+        }
+        let adam = |vars, lr| {
+            AdamW::new(
+                vars,
+                ParamsAdamW {
+                    lr,
+                    weight_decay: 0.0,
+                    ..Default::default()
+                },
+            )
+        };
+        let trunk_opt = if trunk.is_empty() {
+            None
+        } else {
+            Some(adam(trunk, lr.trunk)?)
+        };
+        Ok(Self {
+            model,
+            finetune,
+            trunk_opt,
+            head_opt: adam(head, lr.head)?,
+            varmap,
+        })
+    }
+
+    /// Runs the trainable part on `inputs`: pooled features for [`Finetune::HeadOnly`], the
+    /// activation at the boundary for [`Finetune::FromBlock`], images for [`Finetune::All`].
+    pub fn forward_t(
+        &self,
+        inputs: &Tensor,
+        train: bool,
+    ) -> Result<crate::model::head::HeadOutput> {
+        let features = match self.finetune {
+            Finetune::HeadOnly => inputs.clone(),
+            Finetune::FromBlock(k) => self.model.trunk.forward_from(inputs, k)?,
+            Finetune::All => self.model.trunk.forward(inputs)?,
+        };
+        self.model.head.forward_t(&features, train)
+    }
+
+    /// One forward + backward + Adam update; returns the loss terms.
+    pub fn step(&mut self, inputs: &Tensor, targets: &Targets) -> Result<Losses> {
+        let out = self.forward_t(inputs, true)?;
+        let losses = losses(&out.logits, &out.valence_arousal, targets)?;
+        let grads = losses.total.backward()?;
+        if let Some(opt) = &mut self.trunk_opt {
+            opt.step(&grads)?;
+        }
+        self.head_opt.step(&grads)?;
+        Ok(losses)
+    }
+
+    /// Current values of every parameter.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+}
