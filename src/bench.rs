@@ -120,13 +120,8 @@ pub fn run(
         };
         let init: HashMap<String, Tensor> = HashMap::new();
         let targets = random_targets(32, device)?;
-        let mut trainer = Trainer::new(
-            init.clone(),
-            model.meta.clone(),
-            Finetune::All,
-            lr,
-            device,
-        )?;
+        let mut trainer =
+            Trainer::new(init.clone(), model.meta.clone(), Finetune::All, lr, device)?;
         full = Some(time(1, reps.div_ceil(2), || trainer.step(&x32, &targets))?);
         let finetune = Finetune::last_blocks(4);
         let mut trainer = Trainer::new(init, model.meta.clone(), finetune, lr, device)?;

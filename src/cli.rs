@@ -1,6 +1,10 @@
 //! Command-line arguments: one struct per subcommand.
 
+use crate::data::{Format, LabelMode};
+use crate::model::mobilenetv2::NUM_BLOCKS;
+use crate::model::preprocess::ColorMode;
 use crate::model::DeviceChoice;
+use crate::train::fit::{ClassWeights, Task};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -51,13 +55,133 @@ pub struct AnnotateArgs {
     pub model: ModelArgs,
 }
 
+/// Options for reading datasets, shared by train and eval.
 #[derive(Debug, Args)]
-pub struct TrainArgs {}
+pub struct DataArgs {
+    /// Dataset path (FER+ folder, AffectNet-style CSV or its folder); repeat to combine.
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// Dataset layout (default: detected from the path).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// How FER+ crowd votes become labels.
+    #[arg(long, value_enum, default_value_t = LabelMode::Majority)]
+    pub label_mode: LabelMode,
+    /// Skip bad rows and unreadable images (counted and reported) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Seed for splits, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which heads learn.
+    #[arg(long, value_enum, default_value_t = Task::Both)]
+    pub task: Task,
+    /// Maximum epochs.
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Early stopping: epochs without a better validation loss before stopping.
+    #[arg(long, default_value_t = 4)]
+    pub patience: usize,
+    /// Adam learning rate of the trainable trunk layers.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr_trunk: f64,
+    /// Adam learning rate of the head.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr_head: f64,
+    /// Class weighting of the emotion loss.
+    #[arg(long, value_enum, default_value_t = ClassWeights::Balanced)]
+    pub class_weights: ClassWeights,
+    /// Same as --class-weights none.
+    #[arg(long)]
+    pub no_class_weights: bool,
+    /// Trunk blocks to fine-tune, counted from the end (0: frozen trunk, as the study), or `all`.
+    #[arg(long, default_value = "all", value_parser = parse_finetune)]
+    pub finetune_blocks: FinetuneBlocks,
+    /// Initial weights: the Keras ImageNet MobileNetV2 safetensors file, or `none` (scratch).
+    #[arg(
+        long,
+        default_value = "../shared/weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors"
+    )]
+    pub init: String,
+    /// Colour mode of the network input.
+    #[arg(long, default_value = "gray")]
+    pub color: ColorMode,
+    /// Margin around detected faces, as a fraction of the box side.
+    #[arg(long, default_value_t = 0.2)]
+    pub crop_margin: f32,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 128)]
+    pub input_size: usize,
+    /// Turn off random left–right mirroring.
+    #[arg(long)]
+    pub no_mirror: bool,
+    /// Times each valence/arousal-labelled sample is seen per epoch.
+    #[arg(long, default_value_t = 8)]
+    pub va_repeat: usize,
+    /// Use at most N samples of each split of each source (quick runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Run directory for weights, recipe, history, plots and reports.
+    #[arg(long, default_value = "runs/latest")]
+    pub out: PathBuf,
+    /// Device to train on.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// `--finetune-blocks`: a count from the end, or every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinetuneBlocks(pub Option<usize>);
+
+fn parse_finetune(s: &str) -> Result<FinetuneBlocks, String> {
+    if s == "all" {
+        return Ok(FinetuneBlocks(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n <= NUM_BLOCKS => Ok(FinetuneBlocks(Some(n))),
+        _ => Err(format!("expected 0..={NUM_BLOCKS} or `all`")),
+    }
+}
+
+/// Which split of each dataset to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitChoice {
+    Train,
+    Valid,
+    Test,
+    /// Every sample.
+    All,
+}
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, value_enum, default_value_t = SplitChoice::Test)]
+    pub split: SplitChoice,
+    /// Training data to check for leakage: report evaluation images pixel-identical to its
+    /// training split, and the metrics without them.
+    #[arg(long)]
+    pub train_data: Option<PathBuf>,
+    /// Write every metric as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write one CSV row per image: truth, prediction, probabilities, valence/arousal.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Folder for the confusion-matrix PNG and example sheets.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

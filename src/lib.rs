@@ -4,6 +4,9 @@
 //! `data`, `train` and `eval` sit beside them on the same `model`.
 
 pub mod bench;
-pub mod model;
 pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod report;
 pub mod train;

@@ -1,6 +1,11 @@
 use affectcam::bench::{self, BenchReport};
-use affectcam::cli::{BenchArgs, Cli, Command, ModelArgs, PredictArgs};
+use affectcam::cli::{
+    BenchArgs, Cli, Command, DataArgs, EvalArgs, ModelArgs, PredictArgs, SplitChoice, TrainArgs,
+};
+use affectcam::data::LoadOptions;
+use affectcam::eval::run::{EvalOptions, Split};
 use affectcam::model::{labels::EMOTIONS, select_device, AffectModel, ModelMeta};
+use affectcam::train::fit::{fit, ClassWeights, TrainConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Parser;
@@ -11,7 +16,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        // candle appends a backtrace to some errors; a user gets the message line only.
+        let message = format!("{e:#}");
+        eprintln!("error: {}", message.lines().next().unwrap_or_default());
         std::process::exit(1);
     }
 }
@@ -22,8 +29,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict_cmd(args),
         Command::Live(_) => not_yet("live"),
         Command::Annotate(_) => not_yet("annotate"),
-        Command::Train(_) => not_yet("train"),
-        Command::Eval(_) => not_yet("eval"),
+        Command::Train(args) => train_cmd(args),
+        Command::Eval(args) => eval_cmd(args),
     }
 }
 
@@ -38,6 +45,100 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
     };
     let model = AffectModel::load(path, &device)?;
     Ok((model, device))
+}
+
+fn load_options(data: &DataArgs) -> LoadOptions {
+    LoadOptions {
+        format: data.format,
+        label_mode: data.label_mode,
+        skip_bad: data.skip_bad,
+        seed: data.seed,
+    }
+}
+
+fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let (model, device) = load_model(&args.model)?;
+    let opts = EvalOptions {
+        load: load_options(&args.data),
+        data: args.data.data,
+        split: match args.split {
+            SplitChoice::Train => Split::Train,
+            SplitChoice::Valid => Split::Valid,
+            SplitChoice::Test => Split::Test,
+            SplitChoice::All => Split::All,
+        },
+        train_data: args.train_data,
+        json: args.json,
+        predictions: args.predictions,
+        out: args.out,
+    };
+    let output = affectcam::eval::run::run(&model, &device, &opts)?;
+    println!("{}", affectcam::eval::summary(&output.report));
+    if output.skipped > 0 {
+        println!("skipped rows: {}", output.skipped);
+    }
+    if let Some(leak) = &output.leakage {
+        println!(
+            "{} evaluation images are pixel-identical to training images of {}; without them:",
+            leak.duplicates,
+            leak.train_data.display()
+        );
+        println!("{}", affectcam::eval::summary(&leak.without_duplicates));
+    }
+    Ok(())
+}
+
+fn train_cmd(args: TrainArgs) -> Result<()> {
+    let device = select_device(args.device)?;
+    let init = match args.init.as_str() {
+        "none" => None,
+        path => {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_file() {
+                bail!(
+                    "ImageNet weights not found at {}; pass --init FILE or --init none",
+                    path.display()
+                );
+            }
+            Some(path)
+        }
+    };
+    let cfg = TrainConfig {
+        data: args.data.data,
+        format: args.data.format,
+        label_mode: args.data.label_mode,
+        task: args.task,
+        epochs: args.epochs,
+        batch_size: args.batch_size.max(1),
+        patience: args.patience,
+        lr_trunk: args.lr_trunk,
+        lr_head: args.lr_head,
+        class_weights: if args.no_class_weights {
+            ClassWeights::None
+        } else {
+            args.class_weights
+        },
+        finetune_blocks: args.finetune_blocks.0,
+        init,
+        color: args.color,
+        crop_margin: args.crop_margin,
+        input_size: args.input_size,
+        mirror: !args.no_mirror,
+        va_repeat: args.va_repeat.max(1),
+        seed: args.data.seed,
+        limit: args.limit,
+        skip_bad: args.data.skip_bad,
+        out: args.out,
+    };
+    let outcome = fit(&cfg, &device)?;
+    for (path, report) in &outcome.test_reports {
+        println!(
+            "test split of {}:\n{}",
+            path.display(),
+            affectcam::eval::summary(report)
+        );
+    }
+    Ok(())
 }
 
 fn predict_cmd(args: PredictArgs) -> Result<()> {
@@ -113,8 +214,8 @@ fn bench_cmd(args: BenchArgs) -> Result<()> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let report: BenchReport = serde_json::from_slice(&out.stdout)
-            .context("benchmark process printed no report")?;
+        let report: BenchReport =
+            serde_json::from_slice(&out.stdout).context("benchmark process printed no report")?;
         print_report(&report);
         reports.push(report);
     }
@@ -126,13 +227,12 @@ fn bench_cmd(args: BenchArgs) -> Result<()> {
 }
 
 fn print_report(r: &BenchReport) {
-    let t = |t: &bench::Timing| {
-        format!(
-            "{:8.2} ms  [{:.2}–{:.2}]",
-            t.median_ms, t.min_ms, t.max_ms
-        )
-    };
-    println!("threads {}  input {}×{}", r.threads, r.input_size, r.input_size);
+    let t =
+        |t: &bench::Timing| format!("{:8.2} ms  [{:.2}–{:.2}]", t.median_ms, t.min_ms, t.max_ms);
+    println!(
+        "threads {}  input {}×{}",
+        r.threads, r.input_size, r.input_size
+    );
     println!("  batch 1                 {}", t(&r.batch1));
     println!(
         "  batch 32                {}  = {:.2} ms/image",

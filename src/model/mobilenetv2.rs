@@ -111,7 +111,11 @@ impl InvertedResidual {
         Ok(Self {
             spec,
             expand,
-            depthwise: ConvParams::new(vb.pp(format!("{name}_depthwise")), &[3, 3, spec.hidden], 9)?,
+            depthwise: ConvParams::new(
+                vb.pp(format!("{name}_depthwise")),
+                &[3, 3, spec.hidden],
+                9,
+            )?,
             project: ConvParams::new(
                 vb.pp(format!("{name}_project")),
                 &[spec.out_channels, spec.hidden],
@@ -128,7 +132,13 @@ impl InvertedResidual {
         let conv = Conv3x3 {
             stride: self.spec.stride,
         };
-        let h = ops::depthwise3x3(&h, &self.depthwise.weight, &self.depthwise.bias, conv, Act::Relu6)?;
+        let h = ops::depthwise3x3(
+            &h,
+            &self.depthwise.weight,
+            &self.depthwise.bias,
+            conv,
+            Act::Relu6,
+        )?;
         let h = ops::dense(&h, &self.project.weight, &self.project.bias, Act::Identity)?;
         if self.spec.residual() {
             h + x
@@ -165,7 +175,8 @@ impl MobileNetV2 {
     /// Stem and blocks `0..k`: image → boundary `k`.
     pub fn forward_to(&self, image: &Tensor, k: usize) -> Result<Tensor> {
         let conv = Conv3x3 { stride: 2 };
-        let mut x = ops::conv3x3_input(image, &self.stem.weight, &self.stem.bias, conv, Act::Relu6)?;
+        let mut x =
+            ops::conv3x3_input(image, &self.stem.weight, &self.stem.bias, conv, Act::Relu6)?;
         for block in &self.blocks[..k] {
             x = block.forward(&x)?;
         }

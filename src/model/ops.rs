@@ -6,10 +6,10 @@
 //! other devices (CUDA) the same functions fall back to candle's own ops, which are also the
 //! reference the tests compare with.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor,
 };
-use candle_core::backend::BackendStorage;
 use rayon::prelude::*;
 
 /// Keras padding of a 3×3 convolution: stride 1 pads one pixel on every side; stride 2 pads
@@ -155,6 +155,13 @@ unsafe impl Send for SharedMut {}
 // SAFETY: as above; no two tasks touch the same element.
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `act(x · Wᵀ + b)` over the last dimension: x `[…, K]`, weight `[N, K]`, bias `[N]`.
 /// Each task multiplies one tile while the epilogue runs on it hot in cache.
 struct Dense(Act);
@@ -179,13 +186,22 @@ impl CustomOp3 for Dense {
         let (m, k) = rows_channels(xl);
         let (n, wk) = wl.shape().dims2()?;
         if wk != k || bias.len() != n {
-            bail!("dense: x {:?}, weight {:?}, bias {:?}", xl.shape(), wl.shape(), bl.shape());
+            bail!(
+                "dense: x {:?}, weight {:?}, bias {:?}",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
         }
         let mut out = output_buffer(m * n);
         // Tiles: row blocks when there are many rows, column blocks for tiny inputs.
         let threads = rayon::current_num_threads().max(1);
         let row_block = (m / (threads * 8)).clamp(64, 512).min(m.max(1));
-        let col_block = if m <= row_block { n.div_ceil(threads).max(16) } else { n };
+        let col_block = if m <= row_block {
+            n.div_ceil(threads).max(16)
+        } else {
+            n
+        };
         let tiles: Vec<(usize, usize)> = (0..m.div_ceil(row_block))
             .flat_map(|r| (0..n.div_ceil(col_block)).map(move |c| (r * row_block, c * col_block)))
             .collect();
@@ -194,11 +210,10 @@ impl CustomOp3 for Dense {
         tiles.into_par_iter().for_each(|(r0, c0)| {
             let rows = row_block.min(m - r0);
             let cols = col_block.min(n - c0);
-            let dst = dst;
             // SAFETY: the tile [r0, r0+rows) × [c0, c0+cols) lies inside `out` (m × n) and no
             // two tiles overlap; x (m × k) and w (n × k) are read within their bounds.
             unsafe {
-                let tile = dst.0.add(r0 * n + c0);
+                let tile = dst.ptr().add(r0 * n + c0);
                 gemm::gemm(
                     rows,
                     cols,
@@ -243,8 +258,57 @@ impl CustomOp3 for Dense {
         let x2 = x.reshape(((), k))?;
         let grad_x = grad.matmul(weight)?.reshape(x.shape())?;
         let grad_w = grad.t()?.matmul(&x2)?;
-        let grad_b = grad.sum(0)?;
+        let grad_b = column_sum(&grad)?;
         Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
+}
+
+simd_dispatch!(add_rows, fn(rows: &[f32], acc: &mut [f32]) {
+    for row in rows.chunks_exact(acc.len()) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+});
+
+/// Sum over rows: `[M, N]` → `[N]` (candle's strided reduction is slow for bias gradients).
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "column-sum"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "column-sum")?;
+        let (m, n) = xl.shape().dims2()?;
+        let per_task = rows_per_task(m, n);
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(per_task * n)
+            .map(|rows| {
+                let mut acc = vec![0f32; n];
+                add_rows(rows, &mut acc);
+                acc
+            })
+            .collect();
+        let mut total = vec![0f32; n];
+        for part in &partials {
+            add_rows(part, &mut total);
+        }
+        Ok((CpuStorage::F32(total), Shape::from(n)))
+    }
+}
+
+/// Rows per parallel task for row-wise reductions.
+fn rows_per_task(rows: usize, cols: usize) -> usize {
+    (65_536 / cols.max(1)).clamp(1, rows.max(1))
+}
+
+fn column_sum(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1_no_bwd(&ColumnSum)
+    } else {
+        x.sum(0)
     }
 }
 
@@ -317,7 +381,9 @@ pub fn dense_reference(x: &Tensor, weight: &Tensor, bias: &Tensor, act: Act) -> 
     let (n, k) = weight.dims2()?;
     let mut dims = x.dims().to_vec();
     let y = x.reshape(((), k))?.matmul(&weight.t()?)?;
-    *dims.last_mut().expect("dense input has a feature dimension") = n;
+    *dims
+        .last_mut()
+        .expect("dense input has a feature dimension") = n;
     bias_act_reference(&y, bias, act)?.reshape(dims)
 }
 
@@ -352,7 +418,9 @@ impl DwGeom {
 
     /// Input coordinate read by output `o` at tap `k`, if inside the image.
     fn input_at(&self, o: usize, k: usize, len: usize) -> Option<usize> {
-        (o * self.stride + k).checked_sub(self.pad).filter(|&i| i < len)
+        (o * self.stride + k)
+            .checked_sub(self.pad)
+            .filter(|&i| i < len)
     }
 
     /// Output coordinate that reads input `i` at tap `k`, if any.
@@ -459,7 +527,12 @@ impl CustomOp3 for Depthwise {
         let bias = contiguous(bs, bl, "depthwise bias")?;
         let g = DwGeom::new(self.conv, dims4(xl, "depthwise")?);
         if wt.len() != 9 * g.c || bias.len() != g.c {
-            bail!("depthwise: weight {:?} / bias {:?} for {} channels", wl.shape(), bl.shape(), g.c);
+            bail!(
+                "depthwise: weight {:?} / bias {:?} for {} channels",
+                wl.shape(),
+                bl.shape(),
+                g.c
+            );
         }
         let mut out = output_buffer(g.n * g.ho * g.wo * g.c);
         out.par_chunks_mut(g.wo * g.c)
@@ -548,7 +621,11 @@ impl CustomOp2 for DepthwiseGradWeight {
         let grad = contiguous(gs, gl, "depthwise grad")?;
         let g = DwGeom::new(self.conv, dims4(xl, "depthwise x")?);
         if gl.shape().dims() != [g.n, g.ho, g.wo, g.c] {
-            bail!("depthwise grad {:?} does not match input {:?}", gl.shape(), xl.shape());
+            bail!(
+                "depthwise grad {:?} does not match input {:?}",
+                gl.shape(),
+                xl.shape()
+            );
         }
         let width = 10 * g.c;
         let rows = g.n * g.ho;
@@ -566,9 +643,7 @@ impl CustomOp2 for DepthwiseGradWeight {
             .collect();
         let mut total = vec![0f32; width];
         for part in &partials {
-            for (t, p) in total.iter_mut().zip(part) {
-                *t += p;
-            }
+            add_rows(part, &mut total);
         }
         Ok((CpuStorage::F32(total), Shape::from((10, g.c))))
     }
@@ -644,7 +719,10 @@ impl CustomOp1 for Patches3x3 {
         out.par_chunks_mut(g.wo * 9 * g.c)
             .enumerate()
             .for_each(|(row, o)| patches_row(x, &g, row, o));
-        Ok((CpuStorage::F32(out), Shape::from((g.n, g.ho, g.wo, 9 * g.c))))
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((g.n, g.ho, g.wo, 9 * g.c)),
+        ))
     }
 }
 
@@ -723,8 +801,18 @@ mod tests {
         assert_eq!(y_ours.dims(), y_ref.dims());
         assert!(rel_err(&y_ours, &y_ref) < TOL, "forward differs");
         let proj = randn(y_ref.shape(), 1.0, &dev).unwrap();
-        let g_ours = (y_ours * &proj).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_ref = (y_ref * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ours = (y_ours * &proj)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ref = (y_ref * &proj)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (i, v) in vars.iter().enumerate() {
             let (a, b) = (g_ours.get(v), g_ref.get(v));
             let (Some(a), Some(b)) = (a, b) else {
@@ -755,16 +843,27 @@ mod tests {
     #[test]
     fn keras_padding_for_stride_2() {
         let conv = Conv3x3 { stride: 2 };
-        assert_eq!((conv.out_len(128), conv.pad_before(), conv.pad_after(128)), (64, 0, 1));
+        assert_eq!(
+            (conv.out_len(128), conv.pad_before(), conv.pad_after(128)),
+            (64, 0, 1)
+        );
         assert_eq!((conv.out_len(7), conv.pad_after(7)), (4, 2));
         let conv = Conv3x3 { stride: 1 };
-        assert_eq!((conv.out_len(5), conv.pad_before(), conv.pad_after(5)), (5, 1, 1));
+        assert_eq!(
+            (conv.out_len(5), conv.pad_before(), conv.pad_after(5)),
+            (5, 1, 1)
+        );
     }
 
     #[test]
     fn dense_matches_matmul_for_every_activation_and_tiling() {
         // 3 rows → column tiles; 700 rows → row tiles with a ragged last tile.
-        for (rows, act) in [(3, Act::Relu6), (700, Act::Relu), (700, Act::Identity), (70, Act::Relu6)] {
+        for (rows, act) in [
+            (3, Act::Relu6),
+            (700, Act::Relu),
+            (700, Act::Identity),
+            (70, Act::Relu6),
+        ] {
             check_grads(
                 &[&[rows, 19], &[37, 19], &[37]],
                 |t| dense(&t[0], &t[1], &t[2], act),

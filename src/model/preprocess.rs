@@ -2,12 +2,13 @@
 //! with a margin, resize, colour mode, scaling to [-1, 1], NHWC batch.
 
 use candle_core::{Device, Result, Tensor};
-use image::{imageops, GrayImage, Rgb, RgbImage};
+use image::{imageops, GrayImage, RgbImage};
 use std::fmt;
 use std::str::FromStr;
 
 /// How colour reaches the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ColorMode {
     /// Luma replicated to 3 channels (FER+ is grayscale; webcams are not).
     Gray,
@@ -69,7 +70,10 @@ impl Preprocess {
         let side = face.width.max(face.height) * (1.0 + 2.0 * self.crop_margin);
         let cx = face.x + face.width / 2.0;
         let cy = face.y + face.height / 2.0;
-        let (x0, y0) = ((cx - side / 2.0).round() as i64, (cy - side / 2.0).round() as i64);
+        let (x0, y0) = (
+            (cx - side / 2.0).round() as i64,
+            (cy - side / 2.0).round() as i64,
+        );
         let side = side.round().max(1.0) as u32;
         let mut crop = RgbImage::new(side, side);
         let (fw, fh) = (frame.width() as i64, frame.height() as i64);
@@ -88,30 +92,58 @@ impl Preprocess {
         crop
     }
 
-    /// Face image (any size) → `input_size²·3` values in [-1, 1], NHWC order.
-    pub fn to_input(&self, face: &RgbImage) -> Vec<f32> {
+    /// Channels kept per pixel by [`Preprocess::face_pixels`].
+    pub fn channels(&self) -> usize {
+        match self.color {
+            ColorMode::Gray => 1,
+            ColorMode::Rgb => 3,
+        }
+    }
+
+    /// Face image (any size) → `input_size²` pixels in the colour mode (1 or 3 bytes each).
+    /// Compact enough to hold a whole training set in memory.
+    pub fn face_pixels(&self, face: &RgbImage) -> Vec<u8> {
         let s = self.input_size as u32;
-        let scale = |v: u8| v as f32 / 127.5 - 1.0;
         match self.color {
             ColorMode::Gray => {
                 let gray: GrayImage = imageops::grayscale(face);
-                let gray = resize_gray(&gray, s);
-                gray.pixels()
-                    .flat_map(|p| {
-                        let v = scale(p.0[0]);
-                        [v, v, v]
-                    })
-                    .collect()
+                if gray.dimensions() == (s, s) {
+                    gray.into_raw()
+                } else {
+                    imageops::resize(&gray, s, s, imageops::FilterType::Triangle).into_raw()
+                }
             }
             ColorMode::Rgb => {
-                let rgb = if face.dimensions() == (s, s) {
-                    face.clone()
+                if face.dimensions() == (s, s) {
+                    face.as_raw().clone()
                 } else {
-                    imageops::resize(face, s, s, imageops::FilterType::Triangle)
-                };
-                rgb.pixels().flat_map(|Rgb(p)| p.map(scale)).collect()
+                    imageops::resize(face, s, s, imageops::FilterType::Triangle).into_raw()
+                }
             }
         }
+    }
+
+    /// Appends the network input for `pixels` (from [`Preprocess::face_pixels`]) to `out`:
+    /// `input_size²·3` values in [-1, 1], NHWC, optionally mirrored left–right.
+    pub fn push_input(&self, pixels: &[u8], mirror: bool, out: &mut Vec<f32>) {
+        let s = self.input_size;
+        let ch = self.channels();
+        for y in 0..s {
+            for x in 0..s {
+                let sx = if mirror { s - 1 - x } else { x };
+                let p = &pixels[(y * s + sx) * ch..][..ch];
+                for c in 0..3 {
+                    out.push(p[c % ch] as f32 / 127.5 - 1.0);
+                }
+            }
+        }
+    }
+
+    /// Face image (any size) → `input_size²·3` values in [-1, 1], NHWC order.
+    pub fn to_input(&self, face: &RgbImage) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.input_size * self.input_size * 3);
+        self.push_input(&self.face_pixels(face), false, &mut out);
+        out
     }
 
     /// Stacks inputs from [`Preprocess::to_input`] into an `[N, S, S, 3]` tensor.
@@ -122,17 +154,10 @@ impl Preprocess {
     }
 }
 
-fn resize_gray(gray: &GrayImage, side: u32) -> GrayImage {
-    if gray.dimensions() == (side, side) {
-        gray.clone()
-    } else {
-        imageops::resize(gray, side, side, imageops::FilterType::Triangle)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
 
     #[test]
     fn crop_is_square_with_margin_and_black_outside() {
@@ -164,5 +189,18 @@ mod tests {
         assert_eq!(&rgb[..3], &[1.0, -1.0, -1.0]);
         let gray = Preprocess::default().to_input(&face);
         assert!(gray[0] == gray[1] && gray[1] == gray[2] && gray[0] < 0.0);
+    }
+
+    #[test]
+    fn mirror_flips_columns() {
+        let p = Preprocess {
+            input_size: 2,
+            ..Default::default()
+        };
+        let (mut plain, mut mirrored) = (Vec::new(), Vec::new());
+        p.push_input(&[0, 255, 0, 255], false, &mut plain);
+        p.push_input(&[0, 255, 0, 255], true, &mut mirrored);
+        assert_eq!(&plain[..6], &[-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(&mirrored[..6], &[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]);
     }
 }

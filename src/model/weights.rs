@@ -14,7 +14,7 @@ pub const VA_ACTIVATION: &str = "tanh";
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -34,7 +34,7 @@ pub enum WeightsError {
         expected: String,
     },
     /// A tensor is missing or has the wrong shape for the architecture.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Tensor {
         path: PathBuf,
         source: candle_core::Error,
@@ -187,7 +187,10 @@ pub fn write_safetensors(
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.to_device(&Device::Cpu).map_err(tensor_error)?;
-        let data = t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map_err(tensor_error)?;
+        let data = t
+            .flatten_all()
+            .and_then(|f| f.to_vec1::<f32>())
+            .map_err(tensor_error)?;
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         owned.push((name.clone(), t.dims().to_vec(), bytes));
     }
@@ -203,10 +206,11 @@ pub fn write_safetensors(
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Format {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Format {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     std::fs::write(path, bytes).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
@@ -226,15 +230,15 @@ pub fn import_keras_imagenet(
     };
     let mut out = HashMap::with_capacity(keras.len());
     for (name, t) in keras {
-        let converted = match t.dims() {
+        let converted = match *t.dims() {
             // Depthwise [C,1,3,3] → [3,3,C].
-            &[c, 1, 3, 3] if name.contains("depthwise") => {
+            [c, 1, 3, 3] if name.contains("depthwise") => {
                 t.reshape((c, 3, 3)).and_then(|t| t.permute((1, 2, 0)))
             }
             // Pointwise [O,I,1,1] → [O,I].
-            &[o, i, 1, 1] => t.reshape((o, i)),
+            [o, i, 1, 1] => t.reshape((o, i)),
             // Dense input conv [O,I,3,3] → [O, 3·3·I] in (kh, kw, i) order.
-            &[o, i, 3, 3] => t.permute((0, 2, 3, 1)).and_then(|t| t.reshape((o, 9 * i))),
+            [o, i, 3, 3] => t.permute((0, 2, 3, 1)).and_then(|t| t.reshape((o, 9 * i))),
             _ => Ok(t),
         }
         .and_then(|t| t.contiguous())

@@ -3,7 +3,11 @@
 use crate::model::mobilenetv2::{is_in_blocks_from, NUM_BLOCKS};
 use crate::model::{AffectModel, ModelMeta};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
+
+pub mod adam;
+pub mod fit;
+use adam::{Adam, AdamParams};
 use std::collections::HashMap;
 
 /// Where fine-tuning starts: the trunk's blocks before it are frozen.
@@ -88,8 +92,8 @@ pub struct Trainer {
     pub varmap: VarMap,
     pub model: AffectModel,
     pub finetune: Finetune,
-    trunk_opt: Option<AdamW>,
-    head_opt: AdamW,
+    trunk_opt: Option<Adam>,
+    head_opt: Adam,
 }
 
 impl Trainer {
@@ -123,11 +127,10 @@ impl Trainer {
             }
         }
         let adam = |vars, lr| {
-            AdamW::new(
+            Adam::new(
                 vars,
-                ParamsAdamW {
+                AdamParams {
                     lr,
-                    weight_decay: 0.0,
                     ..Default::default()
                 },
             )
@@ -163,6 +166,16 @@ impl Trainer {
 
     /// One forward + backward + Adam update; returns the loss terms.
     pub fn step(&mut self, inputs: &Tensor, targets: &Targets) -> Result<Losses> {
+        self.step_with_logits(inputs, targets)
+            .map(|(losses, _)| losses)
+    }
+
+    /// [`Trainer::step`], also returning the batch's logits (for training accuracy).
+    pub fn step_with_logits(
+        &mut self,
+        inputs: &Tensor,
+        targets: &Targets,
+    ) -> Result<(Losses, Tensor)> {
         let out = self.forward_t(inputs, true)?;
         let losses = losses(&out.logits, &out.valence_arousal, targets)?;
         let grads = losses.total.backward()?;
@@ -170,7 +183,7 @@ impl Trainer {
             opt.step(&grads)?;
         }
         self.head_opt.step(&grads)?;
-        Ok(losses)
+        Ok((losses, out.logits.detach()))
     }
 
     /// Current values of every parameter.

@@ -1,0 +1,274 @@
+//! Datasets: readers for FER+, AffectNet-style CSV, generic CSV and class folders; splits;
+//! decoding to model-ready face pixels.
+
+pub mod affectnet;
+pub mod ferplus;
+
+use crate::model::labels::NUM_EMOTIONS;
+use crate::model::preprocess::{FaceBox, Preprocess};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Errors reading a dataset. Each names the file (and line) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file or folder could not be read.
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A row of a label file is malformed or refers to something unusable.
+    #[error("{file}:{line}: {reason}")]
+    BadRow {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// An image listed by the dataset cannot be decoded.
+    #[error("{file}:{line}: cannot read image {image}: {reason}")]
+    BadImage {
+        file: PathBuf,
+        line: usize,
+        image: PathBuf,
+        reason: String,
+    },
+    /// The path is not in any known layout.
+    #[error("{path}: not a recognised dataset (expected a FER+ folder, an AffectNet-style or generic CSV, or one folder per class); use --format")]
+    UnknownFormat { path: PathBuf },
+    /// The dataset holds no usable samples.
+    #[error("{path}: no usable samples")]
+    Empty { path: PathBuf },
+}
+
+/// How FER+ crowd votes become targets.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelMode {
+    /// Plurality vote; images where unknown/not-a-face wins, or with a tie, are dropped.
+    Majority,
+    /// Soft targets proportional to the emotion votes (plurality filter as above).
+    Probability,
+}
+
+/// Dataset layouts.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `FER2013{Train,Valid,Test}/label.csv` with 10 crowd votes.
+    Ferplus,
+    /// CSV with `subDirectory_filePath, expression, valence, arousal` (+ optional face box).
+    Affectnet,
+}
+
+/// What a sample is labelled with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub image: PathBuf,
+    /// Face region within the image; `None` means the whole image.
+    pub face: Option<FaceBox>,
+    /// Hard label and target distribution (one-hot, or crowd votes).
+    pub emotion: Option<(usize, [f32; NUM_EMOTIONS])>,
+    pub valence_arousal: Option<[f32; 2]>,
+    /// Label file and line (1-based) the sample came from, for error messages.
+    pub origin: (PathBuf, usize),
+}
+
+impl Sample {
+    pub fn label(&self) -> Option<usize> {
+        self.emotion.map(|(l, _)| l)
+    }
+}
+
+/// A dataset's splits.
+#[derive(Debug, Clone, Default)]
+pub struct Splits {
+    pub train: Vec<Sample>,
+    pub valid: Vec<Sample>,
+    pub test: Vec<Sample>,
+    /// Rows skipped (bad rows with `skip_bad`, or dropped by the label mode), with reasons.
+    pub skipped: Vec<String>,
+}
+
+/// Options for reading datasets.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub format: Option<Format>,
+    pub label_mode: LabelMode,
+    /// Skip and count bad rows instead of failing on the first.
+    pub skip_bad: bool,
+    pub seed: u64,
+}
+
+/// Detects a path's layout.
+pub fn detect_format(path: &Path) -> Result<Format, DataError> {
+    if path.join("FER2013Train").join("label.csv").is_file() {
+        return Ok(Format::Ferplus);
+    }
+    let csv = if path.is_dir() {
+        affectnet::find_sheet(path)
+    } else {
+        Some(path.to_path_buf())
+    };
+    if let Some(csv) = csv {
+        let header = std::fs::read_to_string(&csv)
+            .map_err(|source| DataError::Io {
+                path: csv.clone(),
+                source,
+            })?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if header.contains("subdirectory_filepath") {
+            return Ok(Format::Affectnet);
+        }
+    }
+    Err(DataError::UnknownFormat {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads a dataset into splits (its own, or a seeded stratified 70/15/15).
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect_format(path)?,
+    };
+    let splits = match format {
+        Format::Ferplus => ferplus::load(path, opts)?,
+        Format::Affectnet => affectnet::load(path, opts)?,
+    };
+    if splits.train.len() + splits.valid.len() + splits.test.len() == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(splits)
+}
+
+/// Seeded stratified split (by hard label; unlabelled samples form their own stratum).
+pub fn stratified_split(samples: Vec<Sample>, seed: u64, skipped: Vec<String>) -> Splits {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut strata: Vec<Vec<Sample>> = vec![Vec::new(); NUM_EMOTIONS + 1];
+    for s in samples {
+        strata[s.label().unwrap_or(NUM_EMOTIONS)].push(s);
+    }
+    let mut splits = Splits {
+        skipped,
+        ..Default::default()
+    };
+    for mut stratum in strata {
+        stratum.shuffle(&mut rng);
+        let n = stratum.len();
+        let n_test = (n as f64 * 0.15).round() as usize;
+        let n_valid = (n as f64 * 0.15).round() as usize;
+        let test = stratum.split_off(n - n_test);
+        let valid = stratum.split_off(n - n_test - n_valid);
+        splits.train.extend(stratum);
+        splits.valid.extend(valid);
+        splits.test.extend(test);
+    }
+    splits
+}
+
+/// A one-hot target.
+pub fn one_hot(label: usize) -> [f32; NUM_EMOTIONS] {
+    let mut t = [0.0; NUM_EMOTIONS];
+    t[label] = 1.0;
+    t
+}
+
+/// Model-ready face pixels (`input_size²` × channels of the colour mode).
+pub type FacePixels = Vec<u8>;
+
+/// Decoded samples, their face pixels, and the reasons of the samples dropped on the way.
+pub type Decoded = (Vec<Sample>, Vec<FacePixels>, Vec<String>);
+
+/// Decodes, crops and resizes every sample in parallel with a progress bar. Unreadable
+/// images fail with file and line, or with `skip_bad` are dropped and returned as reasons.
+pub fn decode(
+    samples: Vec<Sample>,
+    pre: &Preprocess,
+    skip_bad: bool,
+    what: &str,
+) -> Result<Decoded, DataError> {
+    let bar = ProgressBar::new(samples.len() as u64).with_style(
+        ProgressStyle::with_template("{msg:>12} {bar:40} {pos}/{len} images [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
+    bar.set_message(what.to_string());
+    let decoded: Vec<Result<FacePixels, DataError>> = samples
+        .par_iter()
+        .map(|s| {
+            let result = image::open(&s.image)
+                .map_err(|e| DataError::BadImage {
+                    file: s.origin.0.clone(),
+                    line: s.origin.1,
+                    image: s.image.clone(),
+                    reason: e.to_string(),
+                })
+                .map(|img| {
+                    let rgb = img.to_rgb8();
+                    let face = match s.face {
+                        Some(b) => pre.crop_face(&rgb, b),
+                        None => rgb,
+                    };
+                    pre.face_pixels(&face)
+                });
+            bar.inc(1);
+            result
+        })
+        .collect();
+    bar.finish_and_clear();
+    let (mut kept, mut pixels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (s, d) in samples.into_iter().zip(decoded) {
+        match d {
+            Ok(p) => {
+                kept.push(s);
+                pixels.push(p);
+            }
+            Err(e) if skip_bad => skipped.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((kept, pixels, skipped))
+}
+
+/// Hash of decoded pixels, to find images duplicated across splits.
+pub fn pixel_hash(pixels: &[u8]) -> [u8; 32] {
+    *blake3::hash(pixels).as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(label: Option<usize>) -> Sample {
+        Sample {
+            image: PathBuf::from("x.png"),
+            face: None,
+            emotion: label.map(|l| (l, one_hot(l))),
+            valence_arousal: None,
+            origin: (PathBuf::from("labels.csv"), 1),
+        }
+    }
+
+    #[test]
+    fn stratified_split_keeps_class_proportions_and_is_seeded() {
+        let samples: Vec<Sample> = (0..100).map(|i| sample(Some(i % 2))).collect();
+        let a = stratified_split(samples.clone(), 7, Vec::new());
+        let b = stratified_split(samples, 7, Vec::new());
+        assert_eq!((a.train.len(), a.valid.len(), a.test.len()), (68, 16, 16));
+        let zeros = a.test.iter().filter(|s| s.label() == Some(0)).count();
+        assert_eq!(zeros, 8);
+        assert_eq!(a.train, b.train);
+    }
+}

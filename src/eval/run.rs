@@ -1,0 +1,276 @@
+//! `affectcam eval`: score weights on datasets, with a leakage check, per-image predictions,
+//! a confusion-matrix picture and example sheets.
+
+use super::metrics::EvalReport;
+use super::{predict, score, Predictions};
+use crate::data::{self, DataError, FacePixels, LoadOptions, Sample};
+use crate::model::labels::EMOTIONS;
+use crate::model::preprocess::Preprocess;
+use crate::model::AffectModel;
+use crate::report::{self, Example, ReportError};
+use candle_core::Device;
+use image::RgbImage;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Errors of an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Reading a dataset failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Running the model failed.
+    #[error("model: {0}")]
+    Model(#[from] candle_core::Error),
+    /// Drawing a picture failed.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// Writing an output file failed.
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The selection holds no samples.
+    #[error("no samples to evaluate in the chosen split")]
+    Empty,
+}
+
+/// Which split(s) of each dataset to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+    All,
+}
+
+/// Settings of an evaluation.
+pub struct EvalOptions {
+    pub data: Vec<PathBuf>,
+    pub load: LoadOptions,
+    pub split: Split,
+    pub train_data: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub predictions: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+}
+
+/// Evaluation images that are pixel-identical to training images.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leakage {
+    pub train_data: PathBuf,
+    pub duplicates: usize,
+    /// The metrics with those images removed.
+    pub without_duplicates: EvalReport,
+}
+
+/// Everything `eval` measured; the JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalOutput {
+    #[serde(flatten)]
+    pub report: EvalReport,
+    pub skipped: usize,
+    pub leakage: Option<Leakage>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn select(splits: data::Splits, split: Split) -> Vec<Sample> {
+    match split {
+        Split::Train => splits.train,
+        Split::Valid => splits.valid,
+        Split::Test => splits.test,
+        Split::All => [splits.train, splits.valid, splits.test].concat(),
+    }
+}
+
+/// Hashes of the training split's face pixels.
+fn train_hashes(
+    path: &Path,
+    opts: &EvalOptions,
+    pre: &Preprocess,
+) -> Result<HashSet<[u8; 32]>, EvalError> {
+    let splits = data::load(path, &opts.load)?;
+    let (_, faces, _) = data::decode(splits.train, pre, true, "train data")?;
+    Ok(faces.iter().map(|f| data::pixel_hash(f)).collect())
+}
+
+/// Face pixels back to an image, for example sheets.
+fn face_image(face: &FacePixels, pre: &Preprocess) -> RgbImage {
+    let s = pre.input_size as u32;
+    let ch = pre.channels();
+    RgbImage::from_fn(s, s, |x, y| {
+        let p = &face[(y as usize * s as usize + x as usize) * ch..][..ch];
+        image::Rgb([p[0], p[(1).min(ch - 1)], p[(2).min(ch - 1)]])
+    })
+}
+
+fn write_predictions(
+    path: &Path,
+    samples: &[Sample],
+    preds: &Predictions,
+) -> Result<(), EvalError> {
+    let csv_err = |e: csv::Error| EvalError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
+    let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
+    let mut header = vec![
+        "file".to_string(),
+        "true_label".into(),
+        "predicted_label".into(),
+    ];
+    header.extend(EMOTIONS.iter().map(|e| format!("p_{e}")));
+    header.extend(["valence", "arousal", "true_valence", "true_arousal"].map(String::from));
+    w.write_record(&header).map_err(csv_err)?;
+    let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
+    for (i, s) in samples.iter().enumerate() {
+        let mut row = vec![
+            s.image.display().to_string(),
+            s.label().map_or(String::new(), |l| EMOTIONS[l].to_string()),
+            EMOTIONS[preds.label(i)].to_string(),
+        ];
+        row.extend(preds.probs[i].iter().map(|p| format!("{p:.5}")));
+        row.push(format!("{:.4}", preds.valence_arousal[i][0]));
+        row.push(format!("{:.4}", preds.valence_arousal[i][1]));
+        row.push(opt(s.valence_arousal.map(|v| v[0])));
+        row.push(opt(s.valence_arousal.map(|v| v[1])));
+        w.write_record(&row).map_err(csv_err)?;
+    }
+    w.flush().map_err(io_err(path))
+}
+
+/// Saves 20 correctly and 20 wrongly classified faces (evenly spread over the set).
+fn write_examples(
+    out: &Path,
+    samples: &[Sample],
+    faces: &[FacePixels],
+    preds: &Predictions,
+    pre: &Preprocess,
+) -> Result<(), EvalError> {
+    for (correct, name) in [
+        (true, "examples_correct.png"),
+        (false, "examples_wrong.png"),
+    ] {
+        let picked: Vec<usize> = (0..samples.len())
+            .filter(|&i| {
+                samples[i]
+                    .label()
+                    .is_some_and(|l| (l == preds.label(i)) == correct)
+            })
+            .collect();
+        let step = (picked.len() / 20).max(1);
+        let examples: Vec<Example> = picked
+            .iter()
+            .step_by(step)
+            .take(20)
+            .map(|&i| {
+                let (t, p) = (samples[i].label().unwrap_or(0), preds.label(i));
+                Example {
+                    image: face_image(&faces[i], pre),
+                    caption: format!(
+                        "true {} / pred {} {:.2}",
+                        EMOTIONS[t], EMOTIONS[p], preds.probs[i][p]
+                    ),
+                }
+            })
+            .collect();
+        let title = if correct {
+            "correctly classified"
+        } else {
+            "misclassified"
+        };
+        report::save_example_sheet(&out.join(name), title, &examples, 5)?;
+    }
+    Ok(())
+}
+
+/// Runs an evaluation and writes the requested outputs.
+pub fn run(
+    model: &AffectModel,
+    device: &Device,
+    opts: &EvalOptions,
+) -> Result<EvalOutput, EvalError> {
+    let pre = model.meta.preprocess;
+    let (mut samples, mut faces, mut skipped) = (Vec::new(), Vec::new(), 0usize);
+    for path in &opts.data {
+        let splits = data::load(path, &opts.load)?;
+        skipped += splits.skipped.len();
+        let (s, f, bad) = data::decode(
+            select(splits, opts.split),
+            &pre,
+            opts.load.skip_bad,
+            "decoding",
+        )?;
+        skipped += bad.len();
+        samples.extend(s);
+        faces.extend(f);
+    }
+    if samples.is_empty() {
+        return Err(EvalError::Empty);
+    }
+    let preds = predict(model, &faces, 64, device, Some("evaluating"))?;
+    let report = score(&samples, &preds);
+    let leakage = match &opts.train_data {
+        Some(train) => {
+            let seen = train_hashes(train, opts, &pre)?;
+            let keep: Vec<usize> = (0..samples.len())
+                .filter(|&i| !seen.contains(&data::pixel_hash(&faces[i])))
+                .collect();
+            let kept_samples: Vec<Sample> = keep.iter().map(|&i| samples[i].clone()).collect();
+            let kept_preds = Predictions {
+                probs: keep.iter().map(|&i| preds.probs[i]).collect(),
+                valence_arousal: keep.iter().map(|&i| preds.valence_arousal[i]).collect(),
+            };
+            Some(Leakage {
+                train_data: train.clone(),
+                duplicates: samples.len() - keep.len(),
+                without_duplicates: score(&kept_samples, &kept_preds),
+            })
+        }
+        None => None,
+    };
+    if let Some(path) = &opts.predictions {
+        write_predictions(path, &samples, &preds)?;
+    }
+    if let Some(out) = &opts.out {
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+        let headline = leakage.as_ref().map_or(&report, |l| &l.without_duplicates);
+        if let Some(c) = &headline.classification {
+            let title = match &leakage {
+                Some(l) => format!(
+                    "n {} ({} duplicates of training images removed)",
+                    headline.n, l.duplicates
+                ),
+                None => format!("n {}", headline.n),
+            };
+            report::plot_confusion_matrix(
+                &out.join("confusion.png"),
+                &title,
+                &EMOTIONS,
+                &c.confusion,
+            )?;
+        }
+        write_examples(out, &samples, &faces, &preds, &pre)?;
+    }
+    let output = EvalOutput {
+        report,
+        skipped,
+        leakage,
+    };
+    if let Some(path) = &opts.json {
+        let json = serde_json::to_string_pretty(&output).map_err(|e| EvalError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(path, json).map_err(io_err(path))?;
+    }
+    Ok(output)
+}

@@ -1,0 +1,171 @@
+//! Adam with the whole update fused into one in-place pass per parameter.
+//!
+//! candle-nn's AdamW spends about a dozen full tensor passes (and allocations) per parameter
+//! per step, which dominates a partial fine-tuning step; this does one.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, InplaceOp2, Layout, Result, Var};
+use candle_nn::Optimizer;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Adam hyper-parameters (Kingma & Ba defaults except the rate).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamParams {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for AdamParams {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        }
+    }
+}
+
+pub struct Moments {
+    first: Vec<f32>,
+    second: Vec<f32>,
+}
+
+/// The per-element update, given the bias corrections of this step.
+struct AdamUpdate<'a> {
+    params: AdamParams,
+    step: i32,
+    moments: &'a Mutex<Moments>,
+}
+
+impl InplaceOp2 for AdamUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adam-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ts: &mut CpuStorage,
+        tl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(theta), CpuStorage::F32(grad)) = (ts, gs) else {
+            bail!(
+                "adam: f32 parameters and gradients only, got {:?}",
+                gs.dtype()
+            );
+        };
+        let (Some((t0, t1)), Some((g0, g1))) = (tl.contiguous_offsets(), gl.contiguous_offsets())
+        else {
+            bail!("adam: parameters and gradients must be contiguous");
+        };
+        let (theta, grad) = (&mut theta[t0..t1], &grad[g0..g1]);
+        let mut moments = self.moments.lock().expect("adam moments poisoned");
+        let Moments { first, second } = &mut *moments;
+        if theta.len() != grad.len() || first.len() != theta.len() {
+            bail!(
+                "adam: parameter has {} values, gradient {}",
+                theta.len(),
+                grad.len()
+            );
+        }
+        let p = self.params;
+        let (b1, b2) = (p.beta1 as f32, p.beta2 as f32);
+        let step_size = (p.lr * (1.0 - p.beta2.powi(self.step)).sqrt()
+            / (1.0 - p.beta1.powi(self.step))) as f32;
+        let eps = (p.eps * (1.0 - p.beta2.powi(self.step)).sqrt()) as f32;
+        const CHUNK: usize = 8192;
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(
+                first
+                    .par_chunks_mut(CHUNK)
+                    .zip(second.par_chunks_mut(CHUNK)),
+            )
+            .for_each(|((theta, grad), (m, v))| {
+                for i in 0..theta.len() {
+                    let g = grad[i];
+                    m[i] = b1 * m[i] + (1.0 - b1) * g;
+                    v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                    theta[i] -= step_size * m[i] / (v[i].sqrt() + eps);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Adam over a set of variables; variables without a gradient in a step are left alone.
+pub enum Adam {
+    /// The fused in-place update (CPU).
+    Fused {
+        vars: Vec<(Var, Mutex<Moments>)>,
+        params: AdamParams,
+        step: i32,
+    },
+    /// candle-nn's AdamW with no weight decay (other devices).
+    Candle(candle_nn::AdamW),
+}
+
+impl Adam {
+    pub fn new(vars: Vec<Var>, params: AdamParams) -> Result<Self> {
+        if vars.iter().any(|v| !v.device().is_cpu()) {
+            let params = candle_nn::ParamsAdamW {
+                lr: params.lr,
+                beta1: params.beta1,
+                beta2: params.beta2,
+                eps: params.eps,
+                weight_decay: 0.0,
+            };
+            return Ok(Adam::Candle(candle_nn::AdamW::new(vars, params)?));
+        }
+        let vars = vars
+            .into_iter()
+            .map(|v| {
+                let n = v.elem_count();
+                let moments = Moments {
+                    first: vec![0.0; n],
+                    second: vec![0.0; n],
+                };
+                (v, Mutex::new(moments))
+            })
+            .collect();
+        Ok(Adam::Fused {
+            vars,
+            params,
+            step: 0,
+        })
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        match self {
+            Adam::Fused { params, .. } => params.lr = lr,
+            Adam::Candle(adam) => adam.set_learning_rate(lr),
+        }
+    }
+
+    /// One update from `grads`.
+    pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        let Adam::Fused { vars, params, step } = self else {
+            let Adam::Candle(adam) = self else {
+                unreachable!()
+            };
+            return adam.step(grads);
+        };
+        *step += 1;
+        for (var, moments) in vars.iter() {
+            let Some(grad) = grads.get(var) else { continue };
+            let update = AdamUpdate {
+                params: *params,
+                step: *step,
+                moments,
+            };
+            var.as_tensor().inplace_op2(&grad.contiguous()?, &update)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! The Keras ImageNet MobileNetV2 import is faithful: with its own 1000-way classifier, Grace
+//! Hopper's portrait gets uniform/mortarboard/gown/suit classes in the top 5.
+
+mod common;
+
+use affectcam::model::mobilenetv2::MobileNetV2;
+use affectcam::model::preprocess::{ColorMode, Preprocess};
+use affectcam::model::weights::{import_keras_imagenet, read_safetensors};
+use candle_core::{DType, Device, D};
+use candle_nn::VarBuilder;
+
+/// ImageNet indices: military uniform, academic gown, mortarboard, suit.
+const EXPECTED: [u32; 4] = [652, 400, 667, 834];
+
+fn top5(size: usize) -> Option<Vec<u32>> {
+    let shared = common::shared()?;
+    let device = Device::Cpu;
+    let path = shared.join("weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors");
+    let tensors =
+        import_keras_imagenet(&path, read_safetensors(&path, &device).unwrap().tensors).unwrap();
+    let classifier_w = tensors["predictions.weight"].clone();
+    let classifier_b = tensors["predictions.bias"].clone();
+    let trunk = MobileNetV2::new(VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
+    let image = image::open(shared.join("samples/grace_hopper.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let pre = Preprocess {
+        input_size: size,
+        color: ColorMode::Rgb,
+        crop_margin: 0.0,
+    };
+    let x = pre.batch(&[pre.to_input(&image)], &device).unwrap();
+    let features = trunk.forward(&x).unwrap();
+    let logits = features
+        .matmul(&classifier_w.t().unwrap())
+        .unwrap()
+        .broadcast_add(&classifier_b)
+        .unwrap();
+    let order = logits.arg_sort_last_dim(false).unwrap();
+    let top: Vec<u32> = order
+        .narrow(D::Minus1, 0, 5)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    Some(top)
+}
+
+#[test]
+fn grace_hopper_top5_at_224_and_128() {
+    // Measured: 224 → [652, 439, 667, 834, 400]; 128 → [457 bow tie, 652, 906, 400, 834].
+    for (size, min_hits) in [(224, 4), (128, 3)] {
+        let Some(top) = top5(size) else { return };
+        let hits = top.iter().filter(|c| EXPECTED.contains(c)).count();
+        eprintln!("top-5 at {size}: {top:?}");
+        assert!(
+            hits >= min_hits,
+            "top-5 at {size} is {top:?}; expected {min_hits} of {EXPECTED:?}"
+        );
+    }
+    let Some(top) = top5(224) else { return };
+    assert_eq!(
+        top[0], 652,
+        "military uniform should be the top-1 class at 224"
+    );
+}
