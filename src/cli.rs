@@ -26,7 +26,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate weights on a dataset: accuracy, F1, κ, AUC, V/A RMSE/Pearson/CCC/SAGR.
     Eval(EvalArgs),
-    /// Predict emotion and valence/arousal for face images (each image is one face crop).
+    /// Find the faces in photos and predict each one's emotion and valence/arousal.
     Predict(PredictArgs),
     /// Measure model latency, throughput, memory and training-step time.
     Bench(BenchArgs),
@@ -115,7 +115,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "gray")]
     pub color: ColorMode,
     /// Margin around detected faces, as a fraction of the box side.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.05)]
     pub crop_margin: f32,
     /// Input side in pixels.
     #[arg(long, default_value_t = 128)]
@@ -132,6 +132,9 @@ pub struct TrainArgs {
     /// Run directory for weights, recipe, history, plots and reports.
     #[arg(long, default_value = "runs/latest")]
     pub out: PathBuf,
+    /// Folder for cached frozen-trunk activations (reused while data and weights match).
+    #[arg(long, default_value = "runs/cache")]
+    pub cache_dir: PathBuf,
     /// Device to train on.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -186,12 +189,15 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Face images (already cropped to the face).
+    /// Photos (PNG or JPEG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Print one JSON object per image instead of a table.
+    /// Treat each image as one face crop instead of detecting faces in it.
+    #[arg(long)]
+    pub no_detect: bool,
+    /// Print one JSON object per face instead of a line.
     #[arg(long)]
     pub json: bool,
 }

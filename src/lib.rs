@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod detect;
 pub mod eval;
 pub mod model;
 pub mod report;

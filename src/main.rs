@@ -3,7 +3,9 @@ use affectcam::cli::{
     BenchArgs, Cli, Command, DataArgs, EvalArgs, ModelArgs, PredictArgs, SplitChoice, TrainArgs,
 };
 use affectcam::data::LoadOptions;
+use affectcam::detect::{DetectorConfig, FaceDetector};
 use affectcam::eval::run::{EvalOptions, Split};
+use affectcam::model::preprocess::FaceBox;
 use affectcam::model::{labels::EMOTIONS, select_device, AffectModel, ModelMeta};
 use affectcam::train::fit::{fit, ClassWeights, TrainConfig};
 use anyhow::{bail, Context, Result};
@@ -129,6 +131,7 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
         limit: args.limit,
         skip_bad: args.data.skip_bad,
         out: args.out,
+        cache_dir: args.cache_dir,
     };
     let outcome = fit(&cfg, &device)?;
     for (path, report) in &outcome.test_reports {
@@ -144,33 +147,70 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
 fn predict_cmd(args: PredictArgs) -> Result<()> {
     let (model, device) = load_model(&args.model)?;
     let pre = model.meta.preprocess;
+    let mut detector = FaceDetector::new(DetectorConfig::default());
+    let mut without_faces = 0;
     for path in &args.images {
         let img = image::open(path)
             .with_context(|| format!("cannot read image {}", path.display()))?
             .to_rgb8();
-        let batch = pre.batch(&[pre.to_input(&img)], &device)?;
-        let p = model.predict(&batch)?[0];
-        let label = EMOTIONS[p.label()];
-        if args.json {
-            let probs: serde_json::Map<_, _> = EMOTIONS
-                .iter()
-                .zip(p.probs)
-                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                .collect();
-            let line = serde_json::json!({
-                "file": path, "label": label, "confidence": p.probs[p.label()],
-                "valence": p.valence, "arousal": p.arousal, "probs": probs,
-            });
-            println!("{line}");
+        let faces: Vec<Option<FaceBox>> = if args.no_detect {
+            vec![None]
         } else {
-            println!(
-                "{}: {label} ({:.0}%), valence {:+.2}, arousal {:+.2}",
-                path.display(),
-                100.0 * p.probs[p.label()],
-                p.valence,
-                p.arousal
+            detector
+                .detect(&img)
+                .into_iter()
+                .map(|d| Some(d.face))
+                .collect()
+        };
+        if faces.is_empty() {
+            without_faces += 1;
+            eprintln!(
+                "{}: no face found (--no-detect treats the image as a face crop)",
+                path.display()
             );
+            continue;
         }
+        let inputs: Vec<Vec<f32>> = faces
+            .iter()
+            .map(|f| match f {
+                Some(b) => pre.to_input(&pre.crop_face(&img, *b)),
+                None => pre.to_input(&img),
+            })
+            .collect();
+        let predictions = model.predict(&pre.batch(&inputs, &device)?)?;
+        for (face, p) in faces.iter().zip(predictions) {
+            let label = EMOTIONS[p.label()];
+            let bbox = face.map(|b| [b.x, b.y, b.width, b.height]);
+            if args.json {
+                let probs: serde_json::Map<_, _> = EMOTIONS
+                    .iter()
+                    .zip(p.probs)
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect();
+                let line = serde_json::json!({
+                    "file": path, "box": bbox, "label": label, "confidence": p.probs[p.label()],
+                    "valence": p.valence, "arousal": p.arousal, "probs": probs,
+                });
+                println!("{line}");
+            } else {
+                let at = bbox.map_or(String::new(), |[x, y, w, h]| {
+                    format!(" face at ({x:.0}, {y:.0}) {w:.0}×{h:.0}")
+                });
+                println!(
+                    "{}{at}: {label} ({:.0}%), valence {:+.2}, arousal {:+.2}",
+                    path.display(),
+                    100.0 * p.probs[p.label()],
+                    p.valence,
+                    p.arousal
+                );
+            }
+        }
+    }
+    if without_faces > 0 {
+        eprintln!(
+            "{without_faces} of {} images had no detectable face",
+            args.images.len()
+        );
     }
     Ok(())
 }

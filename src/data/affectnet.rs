@@ -160,17 +160,7 @@ pub fn read_sheet(
                 s.origin = (sheet.to_path_buf(), line);
                 samples.push(s);
             }
-            Err(reason) => {
-                let e = DataError::BadRow {
-                    file: sheet.to_path_buf(),
-                    line,
-                    reason,
-                };
-                if !opts.skip_bad {
-                    return Err(e);
-                }
-                skipped.push(e.to_string());
-            }
+            Err(reason) => opts.bad_row(sheet, line, reason, skipped)?,
         }
     }
     Ok(samples)

@@ -67,21 +67,15 @@ fn load_split(
         .from_reader(text.as_bytes());
     for (i, record) in reader.records().enumerate() {
         let line = i + 1;
-        let bad = |reason: String| DataError::BadRow {
-            file: file.clone(),
-            line,
-            reason,
-        };
         let parsed = record
-            .map_err(|e| bad(e.to_string()))
-            .and_then(|r| parse_row(dir, &r).map_err(bad));
+            .map_err(|e| e.to_string())
+            .and_then(|r| parse_row(dir, &r));
         let (image, votes) = match parsed {
             Ok(p) => p,
-            Err(e) if opts.skip_bad => {
-                skipped.push(e.to_string());
+            Err(reason) => {
+                opts.bad_row(&file, line, reason, skipped)?;
                 continue;
             }
-            Err(e) => return Err(e),
         };
         match votes_to_target(&votes, opts.label_mode) {
             Ok(emotion) => samples.push(Sample {

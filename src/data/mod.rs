@@ -3,6 +3,8 @@
 
 pub mod affectnet;
 pub mod ferplus;
+pub mod folders;
+pub mod generic;
 
 use crate::model::labels::NUM_EMOTIONS;
 use crate::model::preprocess::{FaceBox, Preprocess};
@@ -36,6 +38,9 @@ pub enum DataError {
         image: PathBuf,
         reason: String,
     },
+    /// A class folder's name is not an emotion.
+    #[error("{path}: folder `{name}` is not a class name (neutral, happy, sad, surprise, fear, disgust, anger, contempt, or an alias)")]
+    UnknownClassFolder { path: PathBuf, name: String },
     /// The path is not in any known layout.
     #[error("{path}: not a recognised dataset (expected a FER+ folder, an AffectNet-style or generic CSV, or one folder per class); use --format")]
     UnknownFormat { path: PathBuf },
@@ -66,6 +71,10 @@ pub enum Format {
     Ferplus,
     /// CSV with `subDirectory_filePath, expression, valence, arousal` (+ optional face box).
     Affectnet,
+    /// CSV with `file, label` and optional `valence, arousal` columns.
+    Csv,
+    /// One folder of images per class.
+    Folders,
 }
 
 /// What a sample is labelled with.
@@ -107,6 +116,28 @@ pub struct LoadOptions {
     pub seed: u64,
 }
 
+impl LoadOptions {
+    /// Handles a bad row of `file`: an error, or with `skip_bad` a reason added to `skipped`.
+    pub fn bad_row(
+        &self,
+        file: &Path,
+        line: usize,
+        reason: String,
+        skipped: &mut Vec<String>,
+    ) -> Result<(), DataError> {
+        let e = DataError::BadRow {
+            file: file.to_path_buf(),
+            line,
+            reason,
+        };
+        if !self.skip_bad {
+            return Err(e);
+        }
+        skipped.push(e.to_string());
+        Ok(())
+    }
+}
+
 /// Detects a path's layout.
 pub fn detect_format(path: &Path) -> Result<Format, DataError> {
     if path.join("FER2013Train").join("label.csv").is_file() {
@@ -115,7 +146,10 @@ pub fn detect_format(path: &Path) -> Result<Format, DataError> {
     let csv = if path.is_dir() {
         affectnet::find_sheet(path)
     } else {
-        Some(path.to_path_buf())
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        is_csv.then(|| path.to_path_buf())
     };
     if let Some(csv) = csv {
         let header = std::fs::read_to_string(&csv)
@@ -130,6 +164,12 @@ pub fn detect_format(path: &Path) -> Result<Format, DataError> {
         if header.contains("subdirectory_filepath") {
             return Ok(Format::Affectnet);
         }
+        if generic::is_generic_header(&header) {
+            return Ok(Format::Csv);
+        }
+    }
+    if path.is_dir() && folders::looks_like_class_folders(path) {
+        return Ok(Format::Folders);
     }
     Err(DataError::UnknownFormat {
         path: path.to_path_buf(),
@@ -145,6 +185,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
     let splits = match format {
         Format::Ferplus => ferplus::load(path, opts)?,
         Format::Affectnet => affectnet::load(path, opts)?,
+        Format::Csv => generic::load(path, opts)?,
+        Format::Folders => folders::load(path, opts)?,
     };
     if splits.train.len() + splits.valid.len() + splits.test.len() == 0 {
         return Err(DataError::Empty {

@@ -4,6 +4,7 @@
 use super::labels::NUM_EMOTIONS;
 use super::mobilenetv2::FEATURE_CHANNELS;
 use super::ops::{dense, Act};
+use super::Prediction;
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -44,6 +45,23 @@ pub struct HeadOutput {
     pub logits: Tensor,
     /// `[N, 2]` valence, arousal in [-1, 1].
     pub valence_arousal: Tensor,
+}
+
+impl HeadOutput {
+    /// Softmax probabilities and valence/arousal, one [`Prediction`] per row.
+    pub fn predictions(&self) -> Result<Vec<Prediction>> {
+        let probs = candle_nn::ops::softmax_last_dim(&self.logits)?.to_vec2::<f32>()?;
+        let va = self.valence_arousal.to_vec2::<f32>()?;
+        Ok(probs
+            .into_iter()
+            .zip(va)
+            .map(|(p, va)| Prediction {
+                probs: std::array::from_fn(|i| p[i]),
+                valence: va[0],
+                arousal: va[1],
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone)]

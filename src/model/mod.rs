@@ -65,16 +65,16 @@ impl AffectModel {
     /// Loads a project weights file, checking metadata, then tensor names and shapes.
     pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
         let file = weights::read_safetensors(path, device)?;
-        Self::from_bytes_loaded(path, file, device)
+        Self::from_loaded(path, file, device)
     }
 
     /// Loads weights held in memory (embedded in the binary); `name` appears in errors.
     pub fn load_bytes(name: &Path, bytes: &[u8], device: &Device) -> Result<Self, WeightsError> {
         let file = weights::parse_safetensors(name, bytes, device)?;
-        Self::from_bytes_loaded(name, file, device)
+        Self::from_loaded(name, file, device)
     }
 
-    fn from_bytes_loaded(
+    fn from_loaded(
         path: &Path,
         file: weights::LoadedFile,
         device: &Device,
@@ -93,18 +93,7 @@ impl AffectModel {
 
     /// Images → one [`Prediction`] per image.
     pub fn predict(&self, images: &Tensor) -> candle_core::Result<Vec<Prediction>> {
-        let out = self.forward(images)?;
-        let probs = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2::<f32>()?;
-        let va = out.valence_arousal.to_vec2::<f32>()?;
-        Ok(probs
-            .into_iter()
-            .zip(va)
-            .map(|(p, va)| Prediction {
-                probs: std::array::from_fn(|i| p[i]),
-                valence: va[0],
-                arousal: va[1],
-            })
-            .collect())
+        self.forward(images)?.predictions()
     }
 }
 

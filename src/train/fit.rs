@@ -1,6 +1,7 @@
 //! The training run: data → decoded faces → epochs with early stopping → weights, history,
 //! plots and a final evaluation, all in one run directory.
 
+use super::cache::ActivationCache;
 use super::{Finetune, LearningRates, Targets, Trainer};
 use crate::data::{self, DataError, FacePixels, Format, LabelMode, LoadOptions, Sample};
 use crate::eval::{self, metrics::EvalReport};
@@ -93,6 +94,8 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     pub skip_bad: bool,
     pub out: PathBuf,
+    /// Where frozen-trunk activations are cached between runs.
+    pub cache_dir: PathBuf,
 }
 
 impl TrainConfig {
@@ -187,29 +190,38 @@ pub fn class_weights(samples: &[Sample], mode: ClassWeights) -> [f32; NUM_EMOTIO
     })
 }
 
-/// Builds a batch's images (mirrored at random when `mirror`) and targets.
-fn make_batch(
+/// A batch's images, each mirrored left–right where `mirrored` says so.
+fn batch_images(
     set: &FaceSet,
     indices: &[usize],
+    mirrored: &[bool],
     pre: &Preprocess,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let s = pre.input_size;
+    let mut pixels = Vec::with_capacity(indices.len() * s * s * 3);
+    for (&i, &m) in indices.iter().zip(mirrored) {
+        pre.push_input(&set.faces[i], m, &mut pixels);
+    }
+    Tensor::from_vec(pixels, (indices.len(), s, s, 3), device)
+}
+
+/// A batch's targets; tasks a sample has no label for (or that do not train) weigh 0.
+fn batch_targets(
+    set: &FaceSet,
+    indices: &[usize],
     weights: &[f32; NUM_EMOTIONS],
     task: Task,
-    mirror: Option<&mut rand::rngs::StdRng>,
     device: &Device,
-) -> candle_core::Result<(Tensor, Targets)> {
+) -> candle_core::Result<Targets> {
     let n = indices.len();
-    let s = pre.input_size;
-    let mut pixels = Vec::with_capacity(n * s * s * 3);
     let (mut dist, mut w, mut va, mut mask) = (
         Vec::with_capacity(n * NUM_EMOTIONS),
         Vec::with_capacity(n),
         Vec::with_capacity(n * 2),
         Vec::with_capacity(n),
     );
-    let mut rng = mirror;
     for &i in indices {
-        let flip = rng.as_mut().is_some_and(|r| r.random_bool(0.5));
-        pre.push_input(&set.faces[i], flip, &mut pixels);
         let sample = &set.samples[i];
         match sample.emotion.filter(|_| task != Task::Va) {
             Some((label, target)) => {
@@ -232,15 +244,34 @@ fn make_batch(
             }
         }
     }
-    Ok((
-        Tensor::from_vec(pixels, (n, s, s, 3), device)?,
-        Targets {
-            emotion: Tensor::from_vec(dist, (n, NUM_EMOTIONS), device)?,
-            emotion_weight: Tensor::from_vec(w, n, device)?,
-            valence_arousal: Tensor::from_vec(va, (n, 2), device)?,
-            va_mask: Tensor::from_vec(mask, n, device)?,
-        },
-    ))
+    Ok(Targets {
+        emotion: Tensor::from_vec(dist, (n, NUM_EMOTIONS), device)?,
+        emotion_weight: Tensor::from_vec(w, n, device)?,
+        valence_arousal: Tensor::from_vec(va, (n, 2), device)?,
+        va_mask: Tensor::from_vec(mask, n, device)?,
+    })
+}
+
+/// Validation predictions: through the cache when the trunk is partly frozen.
+fn validate(
+    trainer: &Trainer,
+    valid: &FaceSet,
+    cache: Option<&ActivationCache>,
+    device: &Device,
+) -> candle_core::Result<eval::Predictions> {
+    let Some(cache) = cache else {
+        return eval::predict(&trainer.model, &valid.faces, 64, device, Some("validation"));
+    };
+    let mut preds = eval::Predictions::default();
+    let indices: Vec<usize> = (0..valid.samples.len()).collect();
+    for chunk in indices.chunks(256) {
+        let inputs = cache.batch(chunk, &vec![false; chunk.len()], device)?;
+        for p in trainer.forward_t(&inputs, false)?.predictions()? {
+            preds.probs.push(p.probs);
+            preds.valence_arousal.push([p.valence, p.arousal]);
+        }
+    }
+    Ok(preds)
 }
 
 /// Every source decoded: training and validation pooled, test kept per source.
@@ -384,6 +415,27 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
     .map_err(|e| TrainError::Config(e.to_string()))?;
     std::fs::write(&recipe_path, pretty).map_err(io_err(&recipe_path))?;
 
+    let caches = match finetune {
+        Finetune::All => None,
+        _ => Some((
+            ActivationCache::build_or_load(
+                &trainer,
+                &train.faces,
+                &pre,
+                cfg.mirror,
+                &cfg.cache_dir,
+                "train",
+            )?,
+            ActivationCache::build_or_load(
+                &trainer,
+                &valid.faces,
+                &pre,
+                false,
+                &cfg.cache_dir,
+                "valid",
+            )?,
+        )),
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
@@ -399,21 +451,15 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
         bar.set_prefix(epoch.to_string());
         let (mut loss_sum, mut batches, mut correct, mut labelled) = (0.0, 0usize, 0usize, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
-            let mirror = cfg.mirror.then_some(&mut rng);
-            let (images, targets) = make_batch(
-                &train,
-                chunk,
-                &pre,
-                &weights_by_class,
-                cfg.task,
-                mirror,
-                device,
-            )?;
-            let inputs = match finetune {
-                Finetune::All => images,
-                Finetune::FromBlock(k) => trainer.model.trunk.forward_to(&images, k)?.detach(),
-                Finetune::HeadOnly => trainer.model.trunk.forward(&images)?.detach(),
+            let mirrored: Vec<bool> = chunk
+                .iter()
+                .map(|_| cfg.mirror && rng.random_bool(0.5))
+                .collect();
+            let inputs = match &caches {
+                Some((train_cache, _)) => train_cache.batch(chunk, &mirrored, device)?,
+                None => batch_images(&train, chunk, &mirrored, &pre, device)?,
             };
+            let targets = batch_targets(&train, chunk, &weights_by_class, cfg.task, device)?;
             let (losses, logits) = trainer.step_with_logits(&inputs, &targets)?;
             loss_sum += losses.total.to_scalar::<f32>()? as f64;
             batches += 1;
@@ -437,7 +483,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
             }
         }
         bar.finish_and_clear();
-        let preds = eval::predict(&trainer.model, &valid.faces, 64, device, Some("validation"))?;
+        let preds = validate(&trainer, &valid, caches.as_ref().map(|(_, v)| v), device)?;
         let val_loss = eval::loss(&valid.samples, &preds);
         let report = eval::score(&valid.samples, &preds);
         let record = EpochRecord {

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
 pub mod adam;
+pub mod cache;
 pub mod fit;
 use adam::{Adam, AdamParams};
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ pub struct Trainer {
     pub finetune: Finetune,
     trunk_opt: Option<Adam>,
     head_opt: Adam,
+    device: Device,
 }
 
 impl Trainer {
@@ -146,6 +148,7 @@ impl Trainer {
             trunk_opt,
             head_opt: adam(head, lr.head)?,
             varmap,
+            device: device.clone(),
         })
     }
 
@@ -184,6 +187,19 @@ impl Trainer {
         }
         self.head_opt.step(&grads)?;
         Ok((losses, out.logits.detach()))
+    }
+
+    /// The frozen part of the trunk: images → the inputs [`Trainer::forward_t`] expects.
+    pub fn frozen_forward(&self, images: &Tensor) -> Result<Tensor> {
+        match self.finetune {
+            Finetune::All => Ok(images.clone()),
+            Finetune::FromBlock(k) => Ok(self.model.trunk.forward_to(images, k)?.detach()),
+            Finetune::HeadOnly => Ok(self.model.trunk.forward(images)?.detach()),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Current values of every parameter.

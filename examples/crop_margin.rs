@@ -1,0 +1,69 @@
+//! Measures how training faces are framed, to choose the live crop margin on evidence: runs the
+//! live pipeline's face detector on dataset images and reports how far the image extends beyond
+//! the detected box. A live crop with that margin frames faces the way the model saw them.
+//!
+//!     cargo run --release --example crop_margin -- ../shared/data/ferplus/FER2013Test [N]
+
+use affectcam::detect::{DetectorConfig, FaceDetector};
+use image::imageops;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args
+        .get(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: crop_margin IMAGE_DIR [N]"))?;
+    let limit: usize = args.get(2).map_or(Ok(500), |n| n.parse())?;
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg"))
+        .collect();
+    paths.sort();
+    // Small dataset images are upscaled so faces clear the detector's 20-pixel minimum.
+    let mut detector = FaceDetector::new(DetectorConfig {
+        max_width: 10_000,
+        ..Default::default()
+    });
+    let (mut margins, mut offsets, mut tried) = (Vec::new(), Vec::new(), 0usize);
+    for path in paths.iter().take(limit) {
+        tried += 1;
+        let img = image::open(path)?.to_rgb8();
+        let side = img.width().max(img.height());
+        let img = if side < 144 {
+            let f = 144 / side;
+            imageops::resize(
+                &img,
+                img.width() * f,
+                img.height() * f,
+                imageops::FilterType::Triangle,
+            )
+        } else {
+            img
+        };
+        let faces = detector.detect(&img);
+        let [face] = faces.as_slice() else { continue };
+        let b = face.face;
+        let box_side = b.width.max(b.height);
+        let frame_side = img.width().min(img.height()) as f32;
+        margins.push((frame_side / box_side - 1.0) / 2.0);
+        let cy = (b.y + b.height / 2.0) / img.height() as f32 - 0.5;
+        offsets.push(cy);
+    }
+    let median = |v: &mut Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
+    };
+    let n = margins.len();
+    let (q1, q3) = {
+        margins.sort_by(f32::total_cmp);
+        (
+            margins.get(n / 4).copied().unwrap_or(f32::NAN),
+            margins.get(3 * n / 4).copied().unwrap_or(f32::NAN),
+        )
+    };
+    println!(
+        "{dir}: one face found in {n}/{tried} images; margin median {:.3} (IQR {q1:.3}–{q3:.3}); face centre {:+.3} of the height below the image centre",
+        median(&mut margins),
+        median(&mut offsets)
+    );
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! `train` then `eval` end to end on real data (a small slice of FER+ and DiffusionFER).
+
+mod common;
+
+use std::path::Path;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = common::affectcam().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_partial_finetune_then_eval_with_leakage_check() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (ferplus, diffusion) = (
+        shared.join("data/ferplus"),
+        shared.join("data/diffusionfer"),
+    );
+    let init = shared.join("weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors");
+    let run_dir = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
+    let train_args = [
+        "train",
+        "--data",
+        s(&ferplus),
+        "--data",
+        s(&diffusion),
+        "--limit",
+        "96",
+        "--epochs",
+        "2",
+        "--finetune-blocks",
+        "2",
+        "--init",
+        s(&init),
+        "--out",
+        s(&run_dir),
+        "--cache-dir",
+        s(&cache),
+        "--device",
+        "cpu",
+    ];
+    let (ok, stdout, stderr) = run(&train_args);
+    assert!(ok, "train failed: {stderr}");
+    assert!(stdout.contains("accuracy"), "{stdout}");
+    for file in [
+        "weights.safetensors",
+        "recipe.json",
+        "history.csv",
+        "loss.png",
+        "accuracy.png",
+        "va_ccc.png",
+        "eval_test_ferplus.json",
+        "eval_test_diffusionfer.json",
+        "confusion_test_ferplus.png",
+    ] {
+        assert!(run_dir.join(file).is_file(), "missing {file}");
+    }
+    let history = std::fs::read_to_string(run_dir.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 3, "{history}");
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("recipe.json")).unwrap())
+            .unwrap();
+    assert_eq!(recipe["config"]["finetune_blocks"], 2);
+
+    // The same setting again reuses the cached activations.
+    let (ok, _, stderr) = run(&train_args);
+    assert!(
+        ok && stderr.contains("using cached activations"),
+        "{stderr}"
+    );
+
+    let eval_dir = tmp.path().join("eval");
+    let json = tmp.path().join("report.json");
+    let preds = tmp.path().join("predictions.csv");
+    let (ok, stdout, stderr) = run(&[
+        "eval",
+        "--weights",
+        s(&run_dir.join("weights.safetensors")),
+        "--data",
+        s(&diffusion),
+        "--split",
+        "test",
+        "--train-data",
+        s(&diffusion),
+        "--json",
+        s(&json),
+        "--predictions",
+        s(&preds),
+        "--out",
+        s(&eval_dir),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "eval failed: {stderr}");
+    assert!(stdout.contains("valence"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let n = report["n"].as_u64().unwrap();
+    assert_eq!(n, 100);
+    for key in [
+        "accuracy",
+        "f1_weighted",
+        "f1_macro",
+        "cohen_kappa",
+        "auc_ovr",
+        "balanced_accuracy",
+    ] {
+        assert!(
+            report["classification"][key].is_number(),
+            "classification.{key}"
+        );
+    }
+    assert_eq!(
+        report["classification"]["confusion"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    for key in ["rmse", "pearson", "ccc", "sagr"] {
+        assert!(
+            report["valence"][key].is_number() && report["arousal"][key].is_number(),
+            "{key}"
+        );
+    }
+    // Test and train splits of one dataset share no images.
+    assert_eq!(report["leakage"]["duplicates"], 0);
+    let rows = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(rows.lines().count() as u64, n + 1);
+    assert!(rows
+        .lines()
+        .next()
+        .unwrap()
+        .starts_with("file,true_label,predicted_label,p_neutral"));
+    for file in [
+        "confusion.png",
+        "examples_correct.png",
+        "examples_wrong.png",
+    ] {
+        assert!(eval_dir.join(file).is_file(), "missing {file}");
+    }
+}
+
+#[test]
+fn bad_rows_fail_with_file_and_line_or_are_skipped_and_counted() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let faces = shared.join("data/diffusionfer/DiffusionEmotion_S_cropped");
+    let mut rows = Vec::new();
+    for (folder, label) in [("happy", 1), ("sad", 2)] {
+        for entry in std::fs::read_dir(faces.join(folder)).unwrap().take(10) {
+            rows.push(format!(
+                "{},0.1,0.2,{label}",
+                entry.unwrap().path().display()
+            ));
+        }
+    }
+    rows.insert(1, "missing.png,0,0,0".to_string()); // line 3
+    rows.insert(4, rows[0].replace(",0.1,", ",3.0,")); // line 6: valence out of range
+    let sheet = tmp.path().join("sheet.csv");
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(
+        &sheet,
+        format!("subDirectory_filePath,valence,arousal,expression\n{body}"),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let args = [
+        "train",
+        "--data",
+        s(&sheet),
+        "--epochs",
+        "1",
+        "--init",
+        "none",
+        "--finetune-blocks",
+        "0",
+        "--out",
+        s(&out),
+        "--cache-dir",
+        s(&tmp.path().join("cache")),
+        "--device",
+        "cpu",
+    ];
+    let (ok, _, stderr) = run(&args);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("sheet.csv:3:") && stderr.contains("missing.png"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&[&args[..], &["--skip-bad"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("2 rows skipped"), "{stderr}");
+    let skipped = std::fs::read_to_string(out.join("skipped.txt")).unwrap();
+    assert!(
+        skipped.contains("sheet.csv:6:") && skipped.contains("outside [-1, 1]"),
+        "{skipped}"
+    );
+}
