@@ -179,6 +179,7 @@ fn bad_rows_fail_with_file_and_line_or_are_skipped_and_counted() {
     )
     .unwrap();
     let out = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
     let args = [
         "train",
         "--data",
@@ -192,7 +193,7 @@ fn bad_rows_fail_with_file_and_line_or_are_skipped_and_counted() {
         "--out",
         s(&out),
         "--cache-dir",
-        s(&tmp.path().join("cache")),
+        s(&cache),
         "--device",
         "cpu",
     ];
