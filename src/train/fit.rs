@@ -116,7 +116,7 @@ impl TrainConfig {
 }
 
 /// One epoch's line of `history.csv`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub train_loss: f64,
@@ -593,7 +593,22 @@ fn write_history(out: &Path, history: &[EpochRecord]) -> Result<(), TrainError> 
     w.flush().map_err(io_err(&path))
 }
 
-fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
+/// Reads a run's `history.csv`.
+pub fn read_history(out: &Path) -> Result<Vec<EpochRecord>, TrainError> {
+    let path = out.join("history.csv");
+    let csv_err = |e: csv::Error| TrainError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    };
+    csv::Reader::from_path(&path)
+        .map_err(csv_err)?
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .map_err(csv_err)
+}
+
+/// Draws a run's training curves (`loss.png`, `accuracy.png`, `va_ccc.png`) into `out`.
+pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
     let epochs: Vec<usize> = history.iter().map(|r| r.epoch).collect();
     let col = |f: fn(&EpochRecord) -> f64| history.iter().map(f).collect::<Vec<f64>>();
     let (tl, vl) = (col(|r| r.train_loss), col(|r| r.val_loss));
