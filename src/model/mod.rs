@@ -16,6 +16,12 @@ use std::collections::HashMap;
 use std::path::Path;
 pub use weights::{ModelMeta, WeightsError};
 
+/// The trained weights that ship with affectcam (see weights/README.md), embedded in the binary
+/// so it works with no flags from a clone or `cargo install`.
+pub static SHIPPED_WEIGHTS: &[u8] =
+    include_bytes!("../../weights/affectcam-mobilenetv2.safetensors");
+pub const SHIPPED_WEIGHTS_NAME: &str = "<embedded weights/affectcam-mobilenetv2.safetensors>";
+
 /// MobileNetV2 trunk + emotion/valence-arousal head.
 #[derive(Debug, Clone)]
 pub struct AffectModel {
@@ -66,6 +72,11 @@ impl AffectModel {
     pub fn load(path: &Path, device: &Device) -> Result<Self, WeightsError> {
         let file = weights::read_safetensors(path, device)?;
         Self::from_loaded(path, file, device)
+    }
+
+    /// The shipped weights.
+    pub fn shipped(device: &Device) -> Result<Self, WeightsError> {
+        Self::load_bytes(Path::new(SHIPPED_WEIGHTS_NAME), SHIPPED_WEIGHTS, device)
     }
 
     /// Loads weights held in memory (embedded in the binary); `name` appears in errors.

@@ -1,0 +1,38 @@
+//! The shipped weights load with no flags and read the sample photos sensibly.
+
+mod common;
+
+#[test]
+fn predict_with_shipped_weights_and_no_flags() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let out = common::affectcam()
+        .args(["predict", "--json"])
+        .arg(shared.join("samples/astronaut.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Eileen Collins smiles broadly in the NASA portrait.
+    assert_eq!(line["label"], "happy", "{line}");
+    assert!(line["valence"].as_f64().unwrap() > 0.2, "{line}");
+}
+
+#[test]
+fn shipped_metadata_matches_the_model_card() {
+    let model = affectcam::model::AffectModel::shipped(&candle_core::Device::Cpu).unwrap();
+    let pre = model.meta.preprocess;
+    assert_eq!(pre.input_size, 128);
+    assert_eq!(pre.color, affectcam::model::preprocess::ColorMode::Gray);
+    assert_eq!(pre.crop_margin, 0.05);
+    assert!(
+        model.meta.recipe.contains("\"finetune_blocks\":null"),
+        "{}",
+        model.meta.recipe
+    );
+}
