@@ -1,6 +1,6 @@
 //! `affectcam bench`: model latency, throughput, memory and training-step time on this machine.
 
-use crate::model::mobilenetv2::MobileNetV2;
+use crate::model::mobilenetv2::{MobileNetV2, NUM_BLOCKS};
 use crate::model::{labels::NUM_EMOTIONS, AffectModel};
 use crate::train::{Finetune, LearningRates, Targets, Trainer};
 use candle_core::{Device, Result, Tensor};
@@ -123,11 +123,9 @@ pub fn run(
         let mut trainer =
             Trainer::new(init.clone(), model.meta.clone(), Finetune::All, lr, device)?;
         full = Some(time(1, reps.div_ceil(2), || trainer.step(&x32, &targets))?);
-        let finetune = Finetune::last_blocks(4);
-        let mut trainer = Trainer::new(init, model.meta.clone(), finetune, lr, device)?;
-        let Finetune::FromBlock(k) = finetune else {
-            unreachable!("last_blocks(4) is a block boundary")
-        };
+        let k = NUM_BLOCKS - 4;
+        let mut trainer =
+            Trainer::new(init, model.meta.clone(), Finetune::FromBlock(k), lr, device)?;
         let [h, w, c] = MobileNetV2::boundary_shape(size, k);
         let boundary = Tensor::rand(0f32, 1f32, (32, h, w, c), device)?;
         last4 = Some(time(2, reps, || trainer.step(&boundary, &targets))?);

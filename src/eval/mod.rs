@@ -18,13 +18,9 @@ pub struct Predictions {
 }
 
 impl Predictions {
+    /// Predicted class of face `i`.
     pub fn label(&self, i: usize) -> usize {
-        crate::model::Prediction {
-            probs: self.probs[i],
-            valence: 0.0,
-            arousal: 0.0,
-        }
-        .label()
+        crate::model::labels::most_probable(&self.probs[i])
     }
 }
 

@@ -23,6 +23,21 @@ pub fn emotion_index(name: &str) -> Option<usize> {
     EMOTIONS.iter().position(|&e| e == canonical)
 }
 
+/// Index of the largest probability (the first on ties, as numpy's argmax).
+pub fn most_probable(probs: &[f32]) -> usize {
+    probs
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+            if p > best.1 {
+                (i, p)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +48,11 @@ mod tests {
         assert_eq!(emotion_index("angry"), Some(6));
         assert_eq!(emotion_index("contempt"), Some(7));
         assert_eq!(emotion_index("unknown"), None);
+    }
+
+    #[test]
+    fn most_probable_takes_the_first_of_ties() {
+        assert_eq!(most_probable(&[0.1, 0.4, 0.4, 0.1]), 1);
+        assert_eq!(most_probable(&[1.0]), 0);
     }
 }

@@ -42,11 +42,7 @@ pub struct Prediction {
 impl Prediction {
     /// Index of the most probable class.
     pub fn label(&self) -> usize {
-        self.probs
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i)
+        labels::most_probable(&self.probs)
     }
 }
 

@@ -8,7 +8,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
 
@@ -761,15 +761,14 @@ pub fn conv3x3_input_reference(
     bias_act_reference(&y.permute((0, 2, 3, 1))?, bias, act)
 }
 
-/// Random tensor for tests and benchmarks.
-pub fn randn(shape: impl Into<Shape>, std: f32, device: &Device) -> Result<Tensor> {
-    Tensor::randn(0f32, std, shape, device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: impl Into<Shape>, std: f32, device: &Device) -> Result<Tensor> {
+        Tensor::randn(0f32, std, shape, device)
+    }
 
     /// Largest absolute difference, relative to the reference's largest magnitude.
     fn rel_err(a: &Tensor, b: &Tensor) -> f32 {

@@ -150,11 +150,9 @@ impl Adam {
 
     /// One update from `grads`.
     pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
-        let Adam::Fused { vars, params, step } = self else {
-            let Adam::Candle(adam) = self else {
-                unreachable!()
-            };
-            return adam.step(grads);
+        let (vars, params, step) = match self {
+            Adam::Candle(adam) => return adam.step(grads),
+            Adam::Fused { vars, params, step } => (vars, params, step),
         };
         *step += 1;
         for (var, moments) in vars.iter() {
