@@ -41,7 +41,7 @@ done
 
 python3 - <<'PY'
 import json, os, csv
-print("| run | FER+ acc | FER+ macro-F1 | FER+ κ | FER+ AUC | val. CCC | ar. CCC | best epoch | train wall time |")
+print("| run | FER+ acc | FER+ macro-F1 | FER+ κ | FER+ AUC | valence CCC | arousal CCC | best epoch | train wall time |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name in ["study", "frozen", "last4", "shipped", "scratch"]:
     d = f"runs/study/{name}"
