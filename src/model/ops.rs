@@ -271,6 +271,30 @@ simd_dispatch!(add_rows, fn(rows: &[f32], acc: &mut [f32]) {
     }
 });
 
+/// Splits `rows` into parallel tasks of `per_task` rows; each task adds its rows' contributions
+/// into its own zeroed accumulator of `width` values, and the accumulators are summed.
+fn parallel_sum(
+    rows: usize,
+    per_task: usize,
+    width: usize,
+    accumulate: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let per_task = per_task.max(1);
+    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(per_task))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0f32; width];
+            accumulate(task * per_task..((task + 1) * per_task).min(rows), &mut acc);
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; width];
+    for part in &partials {
+        add_rows(part, &mut total);
+    }
+    total
+}
+
 /// Sum over rows: `[M, N]` → `[N]` (candle's strided reduction is slow for bias gradients).
 struct ColumnSum;
 
@@ -282,19 +306,9 @@ impl CustomOp1 for ColumnSum {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(xs, xl, "column-sum")?;
         let (m, n) = xl.shape().dims2()?;
-        let per_task = rows_per_task(m, n);
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(per_task * n)
-            .map(|rows| {
-                let mut acc = vec![0f32; n];
-                add_rows(rows, &mut acc);
-                acc
-            })
-            .collect();
-        let mut total = vec![0f32; n];
-        for part in &partials {
-            add_rows(part, &mut total);
-        }
+        let total = parallel_sum(m, rows_per_task(m, n), n, |rows, acc| {
+            add_rows(&x[rows.start * n..rows.end * n], acc)
+        });
         Ok((CpuStorage::F32(total), Shape::from(n)))
     }
 }
@@ -627,24 +641,13 @@ impl CustomOp2 for DepthwiseGradWeight {
                 xl.shape()
             );
         }
-        let width = 10 * g.c;
         let rows = g.n * g.ho;
-        let threads = rayon::current_num_threads().max(1);
-        let per_task = rows.div_ceil(threads * 4).max(1);
-        let partials: Vec<Vec<f32>> = (0..rows.div_ceil(per_task))
-            .into_par_iter()
-            .map(|task| {
-                let mut acc = vec![0f32; width];
-                for row in task * per_task..((task + 1) * per_task).min(rows) {
-                    dw_grad_weight_row(x, grad, &g, row, &mut acc);
-                }
-                acc
-            })
-            .collect();
-        let mut total = vec![0f32; width];
-        for part in &partials {
-            add_rows(part, &mut total);
-        }
+        let per_task = rows.div_ceil(rayon::current_num_threads().max(1) * 4);
+        let total = parallel_sum(rows, per_task, 10 * g.c, |rows, acc| {
+            for row in rows {
+                dw_grad_weight_row(x, grad, &g, row, acc);
+            }
+        });
         Ok((CpuStorage::F32(total), Shape::from((10, g.c))))
     }
 }
@@ -666,6 +669,14 @@ pub fn depthwise3x3(
     }
 }
 
+/// NHWC → NCHW with the Keras padding of `conv`, for candle's conv2d.
+fn keras_padded_nchw(x: &Tensor, conv: Conv3x3) -> Result<Tensor> {
+    let (_, h, w, _) = x.dims4()?;
+    x.permute((0, 3, 1, 2))?
+        .pad_with_zeros(2, conv.pad_before(), conv.pad_after(h))?
+        .pad_with_zeros(3, conv.pad_before(), conv.pad_after(w))
+}
+
 /// The same depthwise conv with candle's grouped conv2d (NCHW); the GPU path and test oracle.
 pub fn depthwise3x3_reference(
     x: &Tensor,
@@ -674,13 +685,9 @@ pub fn depthwise3x3_reference(
     conv: Conv3x3,
     act: Act,
 ) -> Result<Tensor> {
-    let (_, h, w, c) = x.dims4()?;
-    let nchw = x.permute((0, 3, 1, 2))?;
-    let nchw = nchw
-        .pad_with_zeros(2, conv.pad_before(), conv.pad_after(h))?
-        .pad_with_zeros(3, conv.pad_before(), conv.pad_after(w))?;
+    let c = x.dim(3)?;
     let kernel = weight.permute((2, 0, 1))?.reshape((c, 1, 3, 3))?;
-    let y = nchw.conv2d(&kernel, 0, conv.stride, 1, c)?;
+    let y = keras_padded_nchw(x, conv)?.conv2d(&kernel, 0, conv.stride, 1, c)?;
     bias_act_reference(&y.permute((0, 2, 3, 1))?, bias, act)
 }
 
@@ -750,14 +757,9 @@ pub fn conv3x3_input_reference(
     conv: Conv3x3,
     act: Act,
 ) -> Result<Tensor> {
-    let (_, h, w, cin) = x.dims4()?;
-    let cout = weight.dim(0)?;
+    let (cout, cin) = (weight.dim(0)?, x.dim(3)?);
     let kernel = weight.reshape((cout, 3, 3, cin))?.permute((0, 3, 1, 2))?;
-    let nchw = x
-        .permute((0, 3, 1, 2))?
-        .pad_with_zeros(2, conv.pad_before(), conv.pad_after(h))?
-        .pad_with_zeros(3, conv.pad_before(), conv.pad_after(w))?;
-    let y = nchw.conv2d(&kernel.contiguous()?, 0, conv.stride, 1, 1)?;
+    let y = keras_padded_nchw(x, conv)?.conv2d(&kernel.contiguous()?, 0, conv.stride, 1, 1)?;
     bias_act_reference(&y.permute((0, 2, 3, 1))?, bias, act)
 }
 
