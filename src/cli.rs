@@ -1,6 +1,7 @@
 //! Command-line arguments: one struct per subcommand.
 
 use crate::data::{Format, LabelMode};
+use crate::eval::run::Split;
 use crate::model::mobilenetv2::NUM_BLOCKS;
 use crate::model::preprocess::ColorMode;
 use crate::model::DeviceChoice;
@@ -154,24 +155,14 @@ fn parse_finetune(s: &str) -> Result<FinetuneBlocks, String> {
     }
 }
 
-/// Which split of each dataset to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitChoice {
-    Train,
-    Valid,
-    Test,
-    /// Every sample.
-    All,
-}
-
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    #[arg(long, value_enum, default_value_t = SplitChoice::Test)]
-    pub split: SplitChoice,
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
     /// Training data to check for leakage: report evaluation images pixel-identical to its
     /// training split, and the metrics without them.
     #[arg(long)]

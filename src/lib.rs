@@ -9,5 +9,6 @@ pub mod data;
 pub mod detect;
 pub mod eval;
 pub mod model;
+pub mod progress;
 pub mod report;
 pub mod train;

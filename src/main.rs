@@ -1,10 +1,10 @@
 use affectcam::bench::{self, BenchReport};
 use affectcam::cli::{
-    BenchArgs, Cli, Command, DataArgs, EvalArgs, ModelArgs, PredictArgs, SplitChoice, TrainArgs,
+    BenchArgs, Cli, Command, DataArgs, EvalArgs, ModelArgs, PredictArgs, TrainArgs,
 };
 use affectcam::data::LoadOptions;
 use affectcam::detect::{DetectorConfig, FaceDetector};
-use affectcam::eval::run::{EvalOptions, Split};
+use affectcam::eval::run::EvalOptions;
 use affectcam::model::preprocess::FaceBox;
 use affectcam::model::{labels::EMOTIONS, select_device, AffectModel, ModelMeta};
 use affectcam::train::fit::{fit, ClassWeights, TrainConfig};
@@ -70,12 +70,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         load: load_options(&args.data),
         data: args.data.data,
-        split: match args.split {
-            SplitChoice::Train => Split::Train,
-            SplitChoice::Valid => Split::Valid,
-            SplitChoice::Test => Split::Test,
-            SplitChoice::All => Split::All,
-        },
+        split: args.split,
         train_data: args.train_data,
         json: args.json,
         predictions: args.predictions,

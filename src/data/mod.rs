@@ -8,7 +8,6 @@ pub mod generic;
 
 use crate::model::labels::NUM_EMOTIONS;
 use crate::model::preprocess::{FaceBox, Preprocess};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -152,15 +151,15 @@ pub fn detect_format(path: &Path) -> Result<Format, DataError> {
         is_csv.then(|| path.to_path_buf())
     };
     if let Some(csv) = csv {
-        let header = std::fs::read_to_string(&csv)
+        // Only the header decides; the reader parses the whole sheet afterwards.
+        let mut header = String::new();
+        std::fs::File::open(&csv)
+            .and_then(|f| std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut header))
             .map_err(|source| DataError::Io {
                 path: csv.clone(),
                 source,
-            })?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+            })?;
+        let header = header.trim_end().to_ascii_lowercase();
         if header.contains("subdirectory_filepath") {
             return Ok(Format::Affectnet);
         }
@@ -242,11 +241,7 @@ pub fn decode(
     skip_bad: bool,
     what: &str,
 ) -> Result<Decoded, DataError> {
-    let bar = ProgressBar::new(samples.len() as u64).with_style(
-        ProgressStyle::with_template("{msg:>12} {bar:40} {pos}/{len} images [{elapsed} < {eta}]")
-            .expect("valid template"),
-    );
-    bar.set_message(what.to_string());
+    let bar = crate::progress::counting_bar(samples.len(), what, "images");
     let decoded: Vec<Result<FacePixels, DataError>> = samples
         .par_iter()
         .map(|s| {

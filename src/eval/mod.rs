@@ -7,7 +7,6 @@ use crate::data::{FacePixels, Sample};
 use crate::model::labels::{EMOTIONS, NUM_EMOTIONS};
 use crate::model::AffectModel;
 use candle_core::{Device, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use metrics::{classification_report, regression_report, EvalReport};
 
 /// Model outputs for a list of faces.
@@ -18,32 +17,30 @@ pub struct Predictions {
 }
 
 impl Predictions {
+    /// Appends one batch's predictions.
+    pub fn extend(&mut self, batch: Vec<crate::model::Prediction>) {
+        for p in batch {
+            self.probs.push(p.probs);
+            self.valence_arousal.push([p.valence, p.arousal]);
+        }
+    }
+
     /// Predicted class of face `i`.
     pub fn label(&self, i: usize) -> usize {
         crate::model::labels::most_probable(&self.probs[i])
     }
 }
 
-/// Runs `model` over faces in batches, with a progress bar when `what` is given.
+/// Runs `model` over faces in batches, with a progress bar labelled `what`.
 pub fn predict(
     model: &AffectModel,
     faces: &[FacePixels],
     batch_size: usize,
     device: &Device,
-    what: Option<&str>,
+    what: &str,
 ) -> Result<Predictions> {
     let pre = model.meta.preprocess;
-    let bar = match what {
-        Some(what) => ProgressBar::new(faces.len() as u64)
-            .with_style(
-                ProgressStyle::with_template(
-                    "{msg:>12} {bar:40} {pos}/{len} faces [{elapsed} < {eta}]",
-                )
-                .expect("valid template"),
-            )
-            .with_message(what.to_string()),
-        None => ProgressBar::hidden(),
-    };
+    let bar = crate::progress::counting_bar(faces.len(), what, "faces");
     let mut out = Predictions::default();
     for chunk in faces.chunks(batch_size.max(1)) {
         let mut inputs = Vec::with_capacity(chunk.len() * pre.input_size * pre.input_size * 3);
@@ -52,10 +49,7 @@ pub fn predict(
         }
         let s = pre.input_size;
         let x = candle_core::Tensor::from_vec(inputs, (chunk.len(), s, s, 3), device)?;
-        for p in model.predict(&x)? {
-            out.probs.push(p.probs);
-            out.valence_arousal.push([p.valence, p.arousal]);
-        }
+        out.extend(model.predict(&x)?);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

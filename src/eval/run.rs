@@ -38,11 +38,12 @@ pub enum EvalError {
 }
 
 /// Which split(s) of each dataset to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {
     Train,
     Valid,
     Test,
+    /// Every sample.
     All,
 }
 
@@ -216,7 +217,7 @@ pub fn run(
     if samples.is_empty() {
         return Err(EvalError::Empty);
     }
-    let preds = predict(model, &faces, 64, device, Some("evaluating"))?;
+    let preds = predict(model, &faces, 64, device, "evaluating")?;
     let report = score(&samples, &preds);
     let leakage = match &opts.train_data {
         Some(train) => {

@@ -7,7 +7,6 @@ use crate::data::FacePixels;
 use crate::model::preprocess::Preprocess;
 use candle_core::{Device, Result, Tensor};
 use half::f16;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 /// Activations of every face (and its mirror image, when augmenting) at the boundary.
@@ -50,13 +49,7 @@ impl ActivationCache {
                 return Ok(Self { shape, views, data });
             }
         }
-        let bar = ProgressBar::new(faces.len() as u64).with_style(
-            ProgressStyle::with_template(
-                "{msg:>12} {bar:40} {pos}/{len} faces [{elapsed} < {eta}]",
-            )
-            .expect("valid template"),
-        );
-        bar.set_message(format!("caching {what}"));
+        let bar = crate::progress::counting_bar(faces.len(), &format!("caching {what}"), "faces");
         let mut data = Vec::with_capacity(faces.len() * views * width);
         for chunk in faces.chunks(64) {
             let mut per_view = Vec::with_capacity(views);
@@ -135,9 +128,8 @@ fn cache_path(
     for (name, t) in frozen {
         hasher.update(name.as_bytes());
         if let Ok(values) = t.flatten_all().and_then(|t| t.to_vec1::<f32>()) {
-            for v in values {
-                hasher.update(&v.to_le_bytes());
-            }
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            hasher.update(&bytes);
         }
     }
     for face in faces {

@@ -16,7 +16,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -130,9 +129,23 @@ pub struct EpochRecord {
 }
 
 /// A decoded split: samples with their face pixels.
+#[derive(Default)]
 pub struct FaceSet {
     pub samples: Vec<Sample>,
     pub faces: Vec<FacePixels>,
+}
+
+impl FaceSet {
+    fn append(&mut self, other: FaceSet) {
+        self.samples.extend(other.samples);
+        self.faces.extend(other.faces);
+    }
+}
+
+/// A data source's short name for messages and file names (its folder or file name).
+fn source_name(path: &Path) -> String {
+    path.file_name()
+        .map_or("data".into(), |n| n.to_string_lossy().to_string())
 }
 
 /// What a run leaves behind, besides its files.
@@ -260,16 +273,13 @@ fn validate(
     device: &Device,
 ) -> candle_core::Result<eval::Predictions> {
     let Some(cache) = cache else {
-        return eval::predict(&trainer.model, &valid.faces, 64, device, Some("validation"));
+        return eval::predict(&trainer.model, &valid.faces, 64, device, "validation");
     };
     let mut preds = eval::Predictions::default();
     let indices: Vec<usize> = (0..valid.samples.len()).collect();
     for chunk in indices.chunks(256) {
         let inputs = cache.batch(chunk, &vec![false; chunk.len()], device)?;
-        for p in trainer.forward_t(&inputs, false)?.predictions()? {
-            preds.probs.push(p.probs);
-            preds.valence_arousal.push([p.valence, p.arousal]);
-        }
+        preds.extend(trainer.forward_t(&inputs, false)?.predictions()?);
     }
     Ok(preds)
 }
@@ -290,54 +300,25 @@ fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, TrainErr
         skip_bad: cfg.skip_bad,
         seed: cfg.seed,
     };
-    let mut train = FaceSet {
-        samples: Vec::new(),
-        faces: Vec::new(),
-    };
-    let mut valid = FaceSet {
-        samples: Vec::new(),
-        faces: Vec::new(),
-    };
+    let (mut train, mut valid) = (FaceSet::default(), FaceSet::default());
     let mut tests = Vec::new();
     let mut skipped = Vec::new();
     for path in &cfg.data {
-        let mut splits = data::load(path, &opts)?;
-        skipped.append(&mut splits.skipped);
-        let limit = |mut v: Vec<Sample>| {
+        let splits = data::load(path, &opts)?;
+        skipped.extend(splits.skipped);
+        let name = source_name(path);
+        let mut decode = |mut samples: Vec<Sample>, split: &str| -> Result<FaceSet, TrainError> {
             if let Some(n) = cfg.limit {
-                v.truncate(n);
+                samples.truncate(n);
             }
-            v
+            let what = format!("{name} {split}");
+            let (samples, faces, bad) = data::decode(samples, pre, cfg.skip_bad, &what)?;
+            skipped.extend(bad);
+            Ok(FaceSet { samples, faces })
         };
-        let name = path
-            .file_name()
-            .map_or("data".into(), |n| n.to_string_lossy().to_string());
-        for (split, set) in [("train", &mut train), ("valid", &mut valid)] {
-            let samples = limit(if split == "train" {
-                std::mem::take(&mut splits.train)
-            } else {
-                std::mem::take(&mut splits.valid)
-            });
-            let (s, f, mut bad) =
-                data::decode(samples, pre, cfg.skip_bad, &format!("{name} {split}"))?;
-            skipped.append(&mut bad);
-            set.samples.extend(s);
-            set.faces.extend(f);
-        }
-        let (s, f, mut bad) = data::decode(
-            limit(splits.test),
-            pre,
-            cfg.skip_bad,
-            &format!("{name} test"),
-        )?;
-        skipped.append(&mut bad);
-        tests.push((
-            path.clone(),
-            FaceSet {
-                samples: s,
-                faces: f,
-            },
-        ));
+        train.append(decode(splits.train, "train")?);
+        valid.append(decode(splits.valid, "valid")?);
+        tests.push((path.clone(), decode(splits.test, "test")?));
     }
     if train.samples.is_empty() || valid.samples.is_empty() {
         return Err(TrainError::Config(
@@ -449,6 +430,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
             .expect("valid template"),
         );
         bar.set_prefix(epoch.to_string());
+        let steps = order.len().div_ceil(cfg.batch_size);
         let (mut loss_sum, mut batches, mut correct, mut labelled) = (0.0, 0usize, 0usize, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
             let mirrored: Vec<bool> = chunk
@@ -473,7 +455,6 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
             bar.inc(chunk.len() as u64);
             bar.set_message(format!("loss {:.4}", loss_sum / batches as f64));
             // Logs (no terminal) get a line every tenth of an epoch instead of a bar.
-            let steps = order.len().div_ceil(cfg.batch_size);
             if bar.is_hidden() && batches % steps.div_ceil(10).max(1) == 0 {
                 eprintln!(
                     "epoch {epoch}: {batches}/{steps} steps, loss {:.4}, {:.0} s",
@@ -530,26 +511,18 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
             break;
         }
     }
+    // The best epoch's weights were written when it was reached.
     let (_, best_epoch, tensors) =
         best.ok_or_else(|| TrainError::Config("--epochs must be at least 1".into()))?;
     let weights_path = cfg.out.join("weights.safetensors");
-    weights::write_safetensors(&weights_path, &tensors, meta.to_metadata())?;
     let model = crate::model::AffectModel::from_tensors(tensors, meta, device)?;
     let mut test_reports = Vec::new();
     for (path, set) in &tests {
         if set.samples.is_empty() {
             continue;
         }
-        let name = path
-            .file_name()
-            .map_or("data".into(), |n| n.to_string_lossy().to_string());
-        let preds = eval::predict(
-            &model,
-            &set.faces,
-            64,
-            device,
-            Some(&format!("{name} test")),
-        )?;
+        let name = source_name(path);
+        let preds = eval::predict(&model, &set.faces, 64, device, &format!("{name} test"))?;
         let report = eval::score(&set.samples, &preds);
         let json_path = cfg.out.join(format!("eval_test_{name}.json"));
         let json =
@@ -643,6 +616,5 @@ pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), TrainErro
         &[("val valence CCC", &cv), ("val arousal CCC", &ca)],
         "CCC",
     )?;
-    let _ = std::io::stderr().flush();
     Ok(())
 }
