@@ -1,5 +1,6 @@
 //! Command-line arguments: one struct per subcommand.
 
+use crate::capture::Source;
 use crate::data::{Format, LabelMode};
 use crate::eval::run::Split;
 use crate::model::mobilenetv2::NUM_BLOCKS;
@@ -44,16 +45,79 @@ pub struct ModelArgs {
     pub device: DeviceChoice,
 }
 
+/// Options shared by `live` and `annotate`: detection cadence and per-run outputs.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Run the face detector on every N-th frame; tracking carries faces in between.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub detect_every: u32,
+    /// Faces classified per frame at most, longest-waiting first (new faces always); the
+    /// others show their smoothed result until their turn. Raise it on faster machines.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub classify_per_frame: u32,
+    /// Width frames are downscaled to for face detection (smaller: faster, misses small faces).
+    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u32).range(80..))]
+    pub detect_width: u32,
+    /// Write one record per face per frame: JSON Lines, or CSV if the name ends in .csv.
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<PathBuf>,
+    /// Write the exit statistics (frames, fps, latency percentiles) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Frame rate for image sources (a folder of images or one image).
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// H.264 quantiser of recordings, 10–51: lower is better quality and larger files.
+    #[arg(long, default_value_t = 26, value_parser = clap::value_parser!(u8).range(10..=51))]
+    pub qp: u8,
+}
+
 #[derive(Debug, Args)]
 pub struct LiveArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub pipeline: PipelineArgs,
+    /// camera:N, an H.264 MP4 file, an image, or a folder of images (played in real time).
+    #[arg(long, default_value = "camera:0")]
+    pub source: Source,
+    /// Camera frame size to request, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x480", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Run without a window (for machines with no display).
+    #[arg(long)]
+    pub headless: bool,
+    /// Record the annotated view to this MP4 from the start (in the window, r toggles recording).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Folder for snapshots (s) and recordings started with r when --record is not given.
+    #[arg(long, default_value = ".")]
+    pub snapshot_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct AnnotateArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub pipeline: PipelineArgs,
+    /// Video (H.264 MP4), image, or folder of images to annotate.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Annotated H.264 MP4 to write.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let parsed = s
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    match parsed {
+        Some((w, h)) if w >= 16 && h >= 16 => Ok((w, h)),
+        _ => Err(format!("expected WIDTHxHEIGHT, e.g. 640x480, got {s:?}")),
+    }
 }
 
 /// Options for reading datasets, shared by train and eval.

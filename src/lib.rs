@@ -1,14 +1,24 @@
 //! affectcam: real-time facial-affect recognition (8 emotions plus valence/arousal).
 //!
-//! Pipeline stages, data flowing one way: capture → detect → track → model → render → record;
-//! `data`, `train` and `eval` sit beside them on the same `model`.
+//! Pipeline stages, data flowing one way: capture → detect → track → model → smooth → render
+//! → record, run as threads by `pipeline`; `data`, `train` and `eval` sit beside them on the
+//! same `model`.
 
 pub mod bench;
+pub mod capture;
 pub mod cli;
 pub mod data;
 pub mod detect;
 pub mod eval;
 pub mod model;
+pub mod pipeline;
 pub mod progress;
+pub mod record;
+pub mod render;
 pub mod report;
+pub mod smooth;
+pub mod track;
 pub mod train;
+
+/// DejaVu Sans (Debian fonts-dejavu-core; licence in assets/), for plots and the overlay.
+pub static DEJAVU_SANS: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");

@@ -1,16 +1,21 @@
 use affectcam::bench::{self, BenchReport};
+use affectcam::capture::Source;
 use affectcam::cli::{
-    BenchArgs, Cli, Command, DataArgs, EvalArgs, ModelArgs, PredictArgs, TrainArgs,
+    AnnotateArgs, BenchArgs, Cli, Command, DataArgs, EvalArgs, LiveArgs, ModelArgs, PipelineArgs,
+    PredictArgs, TrainArgs,
 };
 use affectcam::data::LoadOptions;
 use affectcam::detect::{DetectorConfig, FaceDetector};
 use affectcam::eval::run::EvalOptions;
 use affectcam::model::preprocess::FaceBox;
 use affectcam::model::{labels::EMOTIONS, select_device, AffectModel, ModelMeta};
+use affectcam::pipeline::{self, Mode, PipelineConfig};
 use affectcam::train::fit::{fit, ClassWeights, TrainConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Parser;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,15 +41,70 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench_cmd(args),
         Command::Predict(args) => predict_cmd(args),
-        Command::Live(_) => not_yet("live"),
-        Command::Annotate(_) => not_yet("annotate"),
+        Command::Live(args) => live_cmd(args),
+        Command::Annotate(args) => annotate_cmd(args),
         Command::Train(args) => train_cmd(args),
         Command::Eval(args) => eval_cmd(args),
     }
 }
 
-fn not_yet(name: &str) -> Result<()> {
-    bail!("`affectcam {name}` is not available yet in this version")
+fn pipeline_config(args: &PipelineArgs, source: Source, mode: Mode) -> PipelineConfig {
+    let mut config = PipelineConfig::new(source, mode);
+    config.detect_every = args.detect_every;
+    config.classify_per_frame = args.classify_per_frame as usize;
+    config.detector.max_width = args.detect_width;
+    config.face_log = args.jsonl.clone();
+    config.max_frames = args.max_frames;
+    config.capture.fps = args.fps;
+    config.recorder.qp = args.qp;
+    config.recorder.fps = args.fps as f32;
+    config
+}
+
+fn live_cmd(args: LiveArgs) -> Result<()> {
+    let mode = Mode::Live {
+        window: !args.headless,
+    };
+    let mut config = pipeline_config(&args.pipeline, args.source, mode);
+    (config.capture.width, config.capture.height) = args.size;
+    config.record = args.record;
+    config.snapshot_dir = args.snapshot_dir;
+    run_pipeline(&args.pipeline, &config)
+}
+
+fn annotate_cmd(args: AnnotateArgs) -> Result<()> {
+    let same_file = args.output.exists()
+        && std::fs::canonicalize(&args.output).ok() == std::fs::canonicalize(&args.input).ok();
+    if same_file {
+        bail!(
+            "--output would overwrite the input {}",
+            args.input.display()
+        );
+    }
+    let mut config = pipeline_config(&args.pipeline, Source::Path(args.input), Mode::Offline);
+    config.record = Some(args.output);
+    config.progress = true;
+    run_pipeline(&args.pipeline, &config)
+}
+
+/// Runs the pipeline, stopping cleanly on Ctrl-C, then reports what happened.
+fn run_pipeline(args: &PipelineArgs, config: &PipelineConfig) -> Result<()> {
+    let (model, device) = load_model(&args.model)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_interrupt = stop.clone();
+    // First Ctrl-C: finish the recording and exit; the stages notice within a frame.
+    ctrlc::set_handler(move || on_interrupt.store(true, Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
+    let outcome = pipeline::run(config, model, device, stop)?;
+    eprintln!("{}", outcome.stats.report());
+    if let Some(path) = &args.stats_json {
+        std::fs::write(path, serde_json::to_string_pretty(&outcome.stats)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match outcome.error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {

@@ -70,10 +70,9 @@ type DrawResult =
 fn ensure_font() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
-        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
         // The font is compiled in, so a failure here is a broken build, not a runtime condition.
         assert!(
-            plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok(),
+            plotters::style::register_font(FONT, FontStyle::Normal, crate::DEJAVU_SANS).is_ok(),
             "bundled DejaVuSans.ttf is not a valid font"
         );
     });

@@ -1,0 +1,117 @@
+//! Per-face, per-frame results to a file: JSON Lines, or CSV when the name ends in `.csv`.
+//! Probabilities, valence and arousal are the smoothed values that are shown; `raw` (JSONL
+//! only) holds the face's latest model output, with `this_frame` telling whether it was
+//! computed on this frame (faces are classified every `--classify-every` frames).
+
+use crate::model::labels::EMOTIONS;
+use crate::smooth::FaceResult;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+enum Sink {
+    Jsonl(BufWriter<File>),
+    Csv(Box<csv::Writer<File>>),
+}
+
+pub struct FaceLog {
+    path: PathBuf,
+    sink: Sink,
+    records: u64,
+}
+
+fn probs_map(probs: &[f32]) -> serde_json::Map<String, serde_json::Value> {
+    EMOTIONS
+        .iter()
+        .zip(probs)
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect()
+}
+
+impl FaceLog {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = File::create(path)?;
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let sink = if is_csv {
+            let mut writer = csv::Writer::from_writer(file);
+            let mut header = vec!["frame", "time_s", "id", "x", "y", "width", "height"];
+            header.extend(EMOTIONS);
+            header.extend(["label", "confidence", "valence", "arousal"]);
+            writer.write_record(&header)?;
+            Sink::Csv(Box::new(writer))
+        } else {
+            Sink::Jsonl(BufWriter::new(file))
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            sink,
+            records: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One record per face of frame `frame` shown at `time`.
+    pub fn write(
+        &mut self,
+        frame: u64,
+        time: Duration,
+        faces: &[FaceResult],
+    ) -> std::io::Result<()> {
+        for face in faces {
+            let b = face.face;
+            let s = &face.smoothed;
+            match &mut self.sink {
+                Sink::Jsonl(out) => {
+                    let record = serde_json::json!({
+                        "frame": frame,
+                        "time_s": time.as_secs_f64(),
+                        "id": face.id,
+                        "box": [b.x, b.y, b.width, b.height],
+                        "probs": probs_map(&s.probs),
+                        "label": EMOTIONS[face.label],
+                        "confidence": face.confidence,
+                        "valence": s.valence,
+                        "arousal": s.arousal,
+                        "raw": {
+                            "probs": probs_map(&face.raw.probs),
+                            "label": EMOTIONS[face.raw.label()],
+                            "valence": face.raw.valence,
+                            "arousal": face.raw.arousal,
+                            "this_frame": face.fresh,
+                        },
+                    });
+                    writeln!(out, "{record}")?;
+                }
+                Sink::Csv(out) => {
+                    let mut row = vec![
+                        frame.to_string(),
+                        format!("{:.4}", time.as_secs_f64()),
+                        face.id.to_string(),
+                    ];
+                    row.extend([b.x, b.y, b.width, b.height].map(|v| format!("{v:.1}")));
+                    row.extend(s.probs.iter().map(|p| format!("{p:.5}")));
+                    row.push(EMOTIONS[face.label].to_string());
+                    row.extend([face.confidence, s.valence, s.arousal].map(|v| format!("{v:.5}")));
+                    out.write_record(&row)?;
+                }
+            }
+            self.records += 1;
+        }
+        Ok(())
+    }
+
+    /// Flushes the file; returns how many records were written.
+    pub fn finish(self) -> std::io::Result<u64> {
+        match self.sink {
+            Sink::Jsonl(mut out) => out.flush()?,
+            Sink::Csv(mut out) => out.flush()?,
+        }
+        Ok(self.records)
+    }
+}

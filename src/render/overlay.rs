@@ -1,0 +1,242 @@
+//! Draws the annotations onto a frame: per face a box, a tag with id, emotion and confidence,
+//! and a valence–arousal disc; in a corner the fps and latency readout.
+
+use crate::model::labels::EMOTIONS;
+use crate::smooth::FaceResult;
+use ab_glyph::{FontRef, PxScale};
+use image::{Rgb, RgbImage};
+use imageproc::drawing::{
+    draw_filled_circle_mut, draw_filled_rect_mut, draw_hollow_circle_mut, draw_hollow_rect_mut,
+    draw_line_segment_mut, draw_text_mut, text_size,
+};
+use imageproc::rect::Rect;
+
+/// One colour per emotion, in AffectNet order.
+const EMOTION_COLORS: [Rgb<u8>; 8] = [
+    Rgb([200, 200, 200]), // neutral
+    Rgb([255, 200, 0]),   // happy
+    Rgb([70, 130, 255]),  // sad
+    Rgb([255, 120, 220]), // surprise
+    Rgb([170, 90, 255]),  // fear
+    Rgb([60, 200, 90]),   // disgust
+    Rgb([255, 60, 40]),   // anger
+    Rgb([255, 140, 40]),  // contempt
+];
+const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
+const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
+const GREY: Rgb<u8> = Rgb([120, 120, 120]);
+const RED: Rgb<u8> = Rgb([230, 30, 30]);
+
+/// The corner readout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Readout {
+    pub fps: f64,
+    /// Capture-to-display latency of recent frames, in milliseconds.
+    pub latency_ms: f64,
+    pub recording: bool,
+}
+
+pub struct Overlay {
+    font: FontRef<'static>,
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Overlay {
+    pub fn new() -> Self {
+        let font = FontRef::try_from_slice(crate::DEJAVU_SANS)
+            .expect("the bundled DejaVu Sans is a valid font");
+        Self { font }
+    }
+
+    /// Annotates `frame` in place.
+    pub fn draw(&self, frame: &mut RgbImage, faces: &[FaceResult], readout: Option<&Readout>) {
+        // Text and widgets scale with the frame so they stay legible from 320 to 1080 lines.
+        let unit = (frame.height() as f32 / 480.0).max(0.5);
+        for face in faces {
+            self.draw_face(frame, face, unit);
+        }
+        if let Some(readout) = readout {
+            self.draw_readout(frame, readout, faces.len(), unit);
+        }
+    }
+
+    fn draw_face(&self, frame: &mut RgbImage, face: &FaceResult, unit: f32) {
+        let color = EMOTION_COLORS[face.label];
+        let b = face.face;
+        let (x, y) = (b.x.round() as i32, b.y.round() as i32);
+        let (w, h) = (
+            b.width.round().max(2.0) as u32,
+            b.height.round().max(2.0) as u32,
+        );
+        let thickness = (2.0 * unit).round().max(1.0) as i32;
+        for t in 0..thickness {
+            draw_hollow_rect_mut(
+                frame,
+                Rect::at(x - t, y - t).of_size(w + 2 * t as u32, h + 2 * t as u32),
+                color,
+            );
+        }
+
+        // Tag above the box (inside it when the box touches the top edge).
+        let scale = PxScale::from(16.0 * unit);
+        let tag = format!(
+            "#{} {} {:.0}%",
+            face.id,
+            EMOTIONS[face.label],
+            100.0 * face.confidence
+        );
+        let (tw, th) = text_size(scale, &self.font, &tag);
+        let pad = (3.0 * unit) as i32;
+        let tag_h = th as i32 + 2 * pad;
+        let tag_y = if y - thickness - tag_h >= 0 {
+            y - thickness - tag_h
+        } else {
+            y
+        };
+        draw_filled_rect_mut(
+            frame,
+            Rect::at(x - thickness, tag_y).of_size(tw + 2 * pad as u32, tag_h as u32),
+            color,
+        );
+        draw_text_mut(
+            frame,
+            BLACK,
+            x - thickness + pad,
+            tag_y + pad,
+            scale,
+            &self.font,
+            &tag,
+        );
+
+        // Valence–arousal disc under the box: x = valence, up = arousal.
+        let r = (20.0 * unit).round() as i32;
+        let centre = (x + r, y + h as i32 + thickness + r + pad);
+        draw_filled_circle_mut(frame, centre, r, BLACK);
+        draw_hollow_circle_mut(frame, centre, r, GREY);
+        let (cx, cy) = (centre.0 as f32, centre.1 as f32);
+        draw_line_segment_mut(frame, (cx - r as f32, cy), (cx + r as f32, cy), GREY);
+        draw_line_segment_mut(frame, (cx, cy - r as f32), (cx, cy + r as f32), GREY);
+        let s = face.smoothed;
+        let dot = (
+            (cx + s.valence.clamp(-1.0, 1.0) * r as f32).round() as i32,
+            (cy - s.arousal.clamp(-1.0, 1.0) * r as f32).round() as i32,
+        );
+        draw_filled_circle_mut(frame, dot, (3.0 * unit).round() as i32, color);
+        let small = PxScale::from(13.0 * unit);
+        let text_x = centre.0 + r + pad;
+        draw_text_mut(
+            frame,
+            WHITE,
+            text_x,
+            centre.1 - r,
+            small,
+            &self.font,
+            &format!("valence {:+.2}", s.valence),
+        );
+        draw_text_mut(
+            frame,
+            WHITE,
+            text_x,
+            centre.1 + (2.0 * unit) as i32,
+            small,
+            &self.font,
+            &format!("arousal {:+.2}", s.arousal),
+        );
+    }
+
+    fn draw_readout(&self, frame: &mut RgbImage, readout: &Readout, faces: usize, unit: f32) {
+        let scale = PxScale::from(15.0 * unit);
+        let text = format!(
+            "{:.1} fps  latency {:.0} ms  {faces} face{}",
+            readout.fps,
+            readout.latency_ms,
+            if faces == 1 { "" } else { "s" }
+        );
+        let (tw, th) = text_size(scale, &self.font, &text);
+        let pad = (4.0 * unit) as i32;
+        let rec_space = if readout.recording { th as i32 * 3 } else { 0 };
+        draw_filled_rect_mut(
+            frame,
+            Rect::at(0, 0).of_size(tw + (2 * pad + rec_space) as u32, th + 2 * pad as u32),
+            BLACK,
+        );
+        draw_text_mut(frame, WHITE, pad, pad, scale, &self.font, &text);
+        if readout.recording {
+            let x = tw as i32 + 2 * pad;
+            let cy = pad + th as i32 / 2;
+            draw_filled_circle_mut(frame, (x + th as i32 / 2, cy), th as i32 / 2, RED);
+            draw_text_mut(
+                frame,
+                RED,
+                x + th as i32 + pad / 2,
+                pad,
+                scale,
+                &self.font,
+                "REC",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::preprocess::FaceBox;
+    use crate::model::Prediction;
+
+    #[test]
+    fn draws_box_tag_disc_and_readout_where_expected() {
+        let mut frame = RgbImage::from_pixel(640, 480, Rgb([30, 30, 30]));
+        let prediction = Prediction {
+            probs: [0.05, 0.65, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05],
+            valence: 0.5,
+            arousal: 0.2,
+        };
+        let face = FaceResult {
+            id: 7,
+            face: FaceBox {
+                x: 200.0,
+                y: 150.0,
+                width: 120.0,
+                height: 120.0,
+            },
+            raw: prediction,
+            fresh: true,
+            smoothed: prediction,
+            label: 1,
+            confidence: 0.65,
+        };
+        let readout = Readout {
+            fps: 29.7,
+            latency_ms: 31.0,
+            recording: true,
+        };
+        Overlay::new().draw(&mut frame, &[face], Some(&readout));
+        let happy = EMOTION_COLORS[1];
+        assert_eq!(*frame.get_pixel(200, 200), happy, "left edge of the box");
+        assert_eq!(*frame.get_pixel(319, 260), happy, "right edge of the box");
+        assert_eq!(
+            *frame.get_pixel(260, 210),
+            Rgb([30, 30, 30]),
+            "inside stays clear"
+        );
+        let tag_pixels = (130..150)
+            .flat_map(|y| (198..300).map(move |x| (x, y)))
+            .filter(|&(x, y)| *frame.get_pixel(x, y) == happy)
+            .count();
+        assert!(
+            tag_pixels > 500,
+            "tag background above the box: {tag_pixels}"
+        );
+        let readout_white = (0..25)
+            .flat_map(|y| (0..200).map(move |x| (x, y)))
+            .filter(|&(x, y)| frame.get_pixel(x, y).0.iter().all(|&c| c > 200))
+            .count();
+        assert!(readout_white > 50, "readout text drawn: {readout_white}");
+    }
+}

@@ -1,0 +1,184 @@
+//! Face tracking: detections associated across frames by box overlap (IoU) into stable ids.
+//! Between detection rounds the boxes stay where they were last seen; each match moves a box
+//! part of the way to the new detection, which damps the detector's jitter.
+
+use crate::detect::Detection;
+use crate::model::preprocess::FaceBox;
+
+/// Tracker settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackerConfig {
+    /// Smallest IoU at which a detection continues a track.
+    pub min_iou: f32,
+    /// Detection rounds a track may go unmatched before it is dropped.
+    pub max_missed: u32,
+    /// Weight of the new detection when a matched box is updated (1 = no smoothing).
+    pub box_update: f32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            min_iou: 0.3,
+            max_missed: 2,
+            box_update: 0.6,
+        }
+    }
+}
+
+/// One tracked face.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Track {
+    pub id: u64,
+    pub face: FaceBox,
+    /// Detection rounds since this track was last matched.
+    pub missed: u32,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    config: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+/// Intersection over union of two boxes.
+pub fn iou(a: &FaceBox, b: &FaceBox) -> f32 {
+    let w = (a.x + a.width).min(b.x + b.width) - a.x.max(b.x);
+    let h = (a.y + a.height).min(b.y + b.height) - a.y.max(b.y);
+    if w <= 0.0 || h <= 0.0 {
+        return 0.0;
+    }
+    let inter = w * h;
+    inter / (a.width * a.height + b.width * b.height - inter)
+}
+
+fn lerp(old: &FaceBox, new: &FaceBox, t: f32) -> FaceBox {
+    let mix = |a: f32, b: f32| a + (b - a) * t;
+    FaceBox {
+        x: mix(old.x, new.x),
+        y: mix(old.y, new.y),
+        width: mix(old.width, new.width),
+        height: mix(old.height, new.height),
+    }
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Self {
+            config,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Live tracks, oldest id first.
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    /// Number of ids handed out so far.
+    pub fn ids_created(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// One detection round: greedy matching by descending IoU, new ids for unmatched
+    /// detections, and unmatched tracks aged and dropped after `max_missed` rounds.
+    pub fn update(&mut self, detections: &[Detection]) {
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (t, track) in self.tracks.iter().enumerate() {
+            for (d, det) in detections.iter().enumerate() {
+                let overlap = iou(&track.face, &det.face);
+                if overlap >= self.config.min_iou {
+                    pairs.push((overlap, t, d));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut track_matched = vec![false; self.tracks.len()];
+        let mut det_matched = vec![false; detections.len()];
+        for (_, t, d) in pairs {
+            if track_matched[t] || det_matched[d] {
+                continue;
+            }
+            track_matched[t] = true;
+            det_matched[d] = true;
+            let track = &mut self.tracks[t];
+            track.face = lerp(&track.face, &detections[d].face, self.config.box_update);
+            track.missed = 0;
+        }
+        for (track, matched) in self.tracks.iter_mut().zip(&track_matched) {
+            if !matched {
+                track.missed += 1;
+            }
+        }
+        let max_missed = self.config.max_missed;
+        self.tracks.retain(|t| t.missed <= max_missed);
+        for (det, _) in detections.iter().zip(det_matched).filter(|(_, m)| !m) {
+            self.tracks.push(Track {
+                id: self.next_id,
+                face: det.face,
+                missed: 0,
+            });
+            self.next_id += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, y: f32, side: f32) -> Detection {
+        Detection {
+            face: FaceBox {
+                x,
+                y,
+                width: side,
+                height: side,
+            },
+            score: 5.0,
+        }
+    }
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let a = det(0.0, 0.0, 10.0).face;
+        assert!((iou(&a, &a) - 1.0).abs() < 1e-6);
+        assert!((iou(&a, &det(5.0, 0.0, 10.0).face) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(iou(&a, &det(20.0, 0.0, 10.0).face), 0.0);
+    }
+
+    #[test]
+    fn ids_follow_moving_faces_and_vanished_faces_are_dropped() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        tracker.update(&[det(0.0, 0.0, 50.0), det(200.0, 0.0, 50.0)]);
+        let ids: Vec<u64> = tracker.tracks().iter().map(|t| t.id).collect();
+        assert_eq!(ids, [1, 2]);
+        // Both move a little and arrive in the other order; ids stay with the faces.
+        tracker.update(&[det(205.0, 3.0, 50.0), det(4.0, 2.0, 52.0)]);
+        let by_id: Vec<(u64, f32)> = tracker.tracks().iter().map(|t| (t.id, t.face.x)).collect();
+        assert_eq!(by_id.len(), 2);
+        assert!(by_id[0].0 == 1 && by_id[0].1 < 10.0, "{by_id:?}");
+        assert!(by_id[1].0 == 2 && by_id[1].1 > 200.0, "{by_id:?}");
+        // Face 2 leaves: it survives max_missed rounds, then is dropped; a newcomer gets id 3.
+        for _ in 0..2 {
+            tracker.update(&[det(4.0, 2.0, 52.0)]);
+            assert_eq!(tracker.tracks().len(), 2);
+        }
+        tracker.update(&[det(4.0, 2.0, 52.0), det(400.0, 100.0, 60.0)]);
+        let ids: Vec<u64> = tracker.tracks().iter().map(|t| t.id).collect();
+        assert_eq!(ids, [1, 3]);
+    }
+
+    #[test]
+    fn matched_boxes_move_part_way() {
+        let mut tracker = Tracker::new(TrackerConfig {
+            box_update: 0.5,
+            ..TrackerConfig::default()
+        });
+        tracker.update(&[det(0.0, 0.0, 100.0)]);
+        tracker.update(&[det(10.0, 0.0, 100.0)]);
+        assert!((tracker.tracks()[0].face.x - 5.0).abs() < 1e-6);
+    }
+}
