@@ -1,7 +1,8 @@
-//! Pipeline speed on this machine: `annotate` throughput and `live` latency on a synthetic
-//! 640×480 H.264 clip with 3 faces (real photos from ../shared pasted onto a background).
+//! Pipeline speed on this machine: `annotate` throughput and `live` latency on synthetic
+//! 640×480 H.264 clips (300 frames, 30 fps) with 1 and 3 faces: real photos from ../shared
+//! pasted onto a background, encoded by affectcam. Prints medians of 3 runs.
 //!
-//! cargo bench --bench pipeline            (needs ../shared; prints medians of 3 runs)
+//! cargo bench --bench pipeline
 
 #[path = "../tests/common/clip.rs"]
 mod clip;
@@ -9,22 +10,31 @@ mod clip;
 use std::path::Path;
 use std::process::Command;
 
-fn run(args: &[&str], stats: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_affectcam"))
-        .args(args)
-        .arg("--stats-json")
-        .arg(stats)
-        .output()
-        .expect("run affectcam");
-    assert!(
-        out.status.success(),
-        "affectcam {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&std::fs::read(stats).unwrap()).unwrap()
+const FRAMES: usize = 300;
+const RUNS: usize = 3;
+
+/// Runs affectcam `RUNS` times; returns each run's `--stats-json`.
+fn runs(args: &[&str], stats: &Path) -> Vec<serde_json::Value> {
+    (0..RUNS)
+        .map(|_| {
+            let out = Command::new(env!("CARGO_BIN_EXE_affectcam"))
+                .args(args)
+                .arg("--stats-json")
+                .arg(stats)
+                .output()
+                .expect("run affectcam");
+            assert!(
+                out.status.success(),
+                "affectcam {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&std::fs::read(stats).unwrap()).unwrap()
+        })
+        .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(runs: &[serde_json::Value], pick: impl Fn(&serde_json::Value) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(pick).collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -36,41 +46,34 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let frames = 300;
-    let three = clip::three_faces(&shared, frames);
-    let input = dir.path().join("three.mp4");
-    clip::write_mp4(&three, &input);
-    let output = dir.path().join("out.mp4");
     let stats = dir.path().join("stats.json");
-    let input_s = input.to_str().unwrap();
-    let output_s = output.to_str().unwrap();
-
-    let mut fps = Vec::new();
-    for _ in 0..3 {
-        let s = run(
-            &["annotate", "--input", input_s, "--output", output_s],
-            &stats,
+    let output = dir.path().join("out.mp4");
+    let output = output.to_str().unwrap();
+    for (faces, clip) in [
+        (1, clip::one_face(&shared, FRAMES)),
+        (3, clip::three_faces(&shared, FRAMES)),
+    ] {
+        let input = dir.path().join(format!("{faces}.mp4"));
+        clip::write_mp4(&clip, &input);
+        let input = input.to_str().unwrap();
+        let annotate = ["annotate", "--input", input, "--output", output];
+        for extra in [&[][..], &["--classify-per-frame", "3"][..]] {
+            let args: Vec<&str> = annotate.iter().chain(extra).copied().collect();
+            let r = runs(&args, &stats);
+            println!(
+                "annotate {faces} face(s) {extra:?}: {:.1} fps (model {:.1} ms, detection {:.1} ms when run)",
+                median(&r, |s| s["fps"].as_f64().unwrap()),
+                median(&r, |s| s["model_ms"]["p50"].as_f64().unwrap()),
+                median(&r, |s| s["detect_ms"]["p50"].as_f64().unwrap()),
+            );
+        }
+        let r = runs(&["live", "--headless", "--source", input], &stats);
+        println!(
+            "live {faces} face(s), 30 fps file, headless: {:.1} fps, latency p50 {:.1} ms, p95 {:.1} ms, dropped {:.0} of {FRAMES}",
+            median(&r, |s| s["fps"].as_f64().unwrap()),
+            median(&r, |s| s["latency_ms"]["p50"].as_f64().unwrap()),
+            median(&r, |s| s["latency_ms"]["p95"].as_f64().unwrap()),
+            median(&r, |s| s["frames_dropped"].as_f64().unwrap()),
         );
-        fps.push(s["fps"].as_f64().unwrap());
     }
-    println!(
-        "annotate, 640x480, 3 faces, {frames} frames: median {:.1} fps (runs {fps:.1?})",
-        median(fps.clone())
-    );
-
-    let mut p50 = Vec::new();
-    let mut p95 = Vec::new();
-    let mut dropped = Vec::new();
-    for _ in 0..3 {
-        let s = run(&["live", "--headless", "--source", input_s], &stats);
-        p50.push(s["latency_ms"]["p50"].as_f64().unwrap());
-        p95.push(s["latency_ms"]["p95"].as_f64().unwrap());
-        dropped.push(s["frames_dropped"].as_f64().unwrap());
-    }
-    println!(
-        "live (30 fps file, headless), 3 faces: latency p50 {:.1} ms, p95 {:.1} ms, dropped {:.0} of {frames} (medians of 3)",
-        median(p50),
-        median(p95),
-        median(dropped)
-    );
 }

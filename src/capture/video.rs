@@ -33,6 +33,9 @@ pub struct Mp4Source {
     /// the decoder returns pictures in presentation order, so each output takes the smallest.
     pending_pts: BinaryHeap<Reverse<u64>>,
     decoded: VecDeque<(Duration, RgbImage)>,
+    /// Presentation time of the first picture, which becomes time zero (B-frame streams
+    /// usually start later, shifted by an edit list).
+    first_pts: Option<u64>,
     flushed: bool,
     describe: String,
 }
@@ -106,6 +109,7 @@ impl Mp4Source {
             annex_b: Vec::new(),
             pending_pts: BinaryHeap::new(),
             decoded: VecDeque::new(),
+            first_pts: None,
             flushed: false,
             describe,
         })
@@ -150,6 +154,7 @@ impl Mp4Source {
 
     fn queue(&mut self, image: RgbImage) {
         let Reverse(pts) = self.pending_pts.pop().unwrap_or(Reverse(0));
+        let pts = pts.saturating_sub(*self.first_pts.get_or_insert(pts));
         let nanos = u128::from(pts) * 1_000_000_000 / u128::from(self.timescale);
         self.decoded
             .push_back((Duration::from_nanos(nanos as u64), image));

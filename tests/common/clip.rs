@@ -104,6 +104,17 @@ pub fn render(sprites: &[FaceSprite], frames: usize) -> Clip {
 /// The standard 3-face clip: Grace Hopper and the astronaut from `shared/samples`, and one
 /// DiffusionFER face, each drifting 60 px over the clip in its own part of the frame.
 pub fn three_faces(shared: &Path, frames: usize) -> Clip {
+    render(&sprites(shared, frames), frames)
+}
+
+/// The same clip with Grace Hopper alone.
+pub fn one_face(shared: &Path, frames: usize) -> Clip {
+    let mut sprites = sprites(shared, frames);
+    sprites.truncate(1);
+    render(&sprites, frames)
+}
+
+fn sprites(shared: &Path, frames: usize) -> Vec<FaceSprite> {
     let open = |p: &Path| {
         image::open(p)
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -133,7 +144,7 @@ pub fn three_faces(shared: &Path, frames: usize) -> Clip {
         open(&shared.join("data/diffusionfer/DiffusionEmotion_S_cropped/happy/aajwceye_1.png"));
     let mut generated = FaceSprite::from_photo(&diffusion, 112.0, 112.0, 224.0, 1.0);
     (generated.x, generated.y, generated.side, generated.dy) = (460.0, 40.0, 140, step);
-    render(&[hopper, astronaut, generated], frames)
+    vec![hopper, astronaut, generated]
 }
 
 /// Encodes `clip` at 30 fps with the project's recorder.

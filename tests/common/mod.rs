@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod clip;
+
 use std::path::{Path, PathBuf};
 
 /// `../shared` beside the repository, or `None` (with a notice) when a user's clone lacks it.
@@ -23,4 +25,14 @@ pub fn shared() -> Option<PathBuf> {
 /// The affectcam binary built for this test run.
 pub fn affectcam() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_affectcam"))
+}
+
+/// Runs affectcam and returns (success, stdout, stderr).
+pub fn run_affectcam(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = affectcam().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

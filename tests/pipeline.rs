@@ -1,0 +1,389 @@
+//! End-to-end `annotate` and `live` on synthetic clips made from real faces (../shared),
+//! encoded by affectcam itself; bad inputs; the window under Xvfb.
+
+mod common;
+
+use affectcam::capture::video::Mp4Source;
+use affectcam::capture::FrameSource;
+use affectcam::model::labels::{emotion_index, EMOTIONS};
+use affectcam::model::preprocess::FaceBox;
+use affectcam::model::AffectModel;
+use affectcam::track::iou;
+use common::clip;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::Path;
+
+fn decode_all(path: &Path) -> Vec<image::RgbImage> {
+    let mut source = Mp4Source::open(path).unwrap();
+    std::iter::from_fn(|| source.next_frame().unwrap().map(|(_, img)| img)).collect()
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn face_box(record: &serde_json::Value) -> FaceBox {
+    let b: Vec<f32> = record["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    FaceBox {
+        x: b[0],
+        y: b[1],
+        width: b[2],
+        height: b[3],
+    }
+}
+
+#[test]
+fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let frames = 60;
+    let clip = clip::three_faces(&shared, frames);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.mp4"), dir.path().join("out.mp4"));
+    let (jsonl, stats) = (
+        dir.path().join("faces.jsonl"),
+        dir.path().join("stats.json"),
+    );
+    clip::write_mp4(&clip, &input);
+    let (ok, _, stderr) = common::run_affectcam(&[
+        OsStr::new("annotate"),
+        OsStr::new("--input"),
+        input.as_os_str(),
+        OsStr::new("--output"),
+        output.as_os_str(),
+        OsStr::new("--jsonl"),
+        jsonl.as_os_str(),
+        OsStr::new("--stats-json"),
+        stats.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
+
+    // A valid MP4 with every frame, at the input's size.
+    let annotated = decode_all(&output);
+    assert_eq!(annotated.len(), frames);
+    assert!(annotated
+        .iter()
+        .all(|f| f.dimensions() == (clip::WIDTH, clip::HEIGHT)));
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(stats["frames_in"], frames);
+    assert_eq!(stats["frames_recorded"], frames);
+    assert_eq!(stats["frames_dropped"], 0);
+
+    // Recall at the known boxes, and one stable id per face.
+    let records = read_jsonl(&jsonl);
+    let mut by_frame: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
+    for r in &records {
+        by_frame
+            .entry(r["frame"].as_u64().unwrap())
+            .or_default()
+            .push(r);
+    }
+    let mut found = 0;
+    let mut ids_of_face: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 3];
+    for (i, truths) in clip.boxes.iter().enumerate() {
+        for (face, truth) in truths.iter().enumerate() {
+            let best = by_frame
+                .get(&(i as u64))
+                .into_iter()
+                .flatten()
+                .max_by(|a, b| iou(truth, &face_box(a)).total_cmp(&iou(truth, &face_box(b))));
+            if let Some(r) = best.filter(|r| iou(truth, &face_box(r)) >= 0.4) {
+                found += 1;
+                ids_of_face[face].insert(r["id"].as_u64().unwrap());
+            }
+        }
+    }
+    let recall = found as f64 / (3 * frames) as f64;
+    assert!(recall >= 0.9, "recall {recall:.3}");
+    assert!(
+        ids_of_face.iter().all(|ids| ids.len() == 1),
+        "one id per face: {ids_of_face:?}"
+    );
+    let all_ids: BTreeSet<u64> = ids_of_face.iter().flatten().copied().collect();
+    assert_eq!(all_ids.len(), 3, "three different faces: {ids_of_face:?}");
+
+    // Labels agree with crop-level predictions: the same model on the same boxes of the
+    // original (uncompressed) frames, one face at a time.
+    let model = AffectModel::shipped(&candle_core::Device::Cpu).unwrap();
+    let pre = model.meta.preprocess;
+    let mut crop_labels: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let (mut agree, mut fresh) = (0, 0);
+    for r in records.iter().filter(|r| r["raw"]["this_frame"] == true) {
+        let frame = &clip.frames[r["frame"].as_u64().unwrap() as usize];
+        let input = pre.to_input(&pre.crop_face(frame, face_box(r)));
+        let batch = pre.batch(&[input], &candle_core::Device::Cpu).unwrap();
+        let label = model.predict(&batch).unwrap()[0].label();
+        crop_labels
+            .entry(r["id"].as_u64().unwrap())
+            .or_default()
+            .push(label);
+        fresh += 1;
+        if emotion_index(r["raw"]["label"].as_str().unwrap()) == Some(label) {
+            agree += 1;
+        }
+    }
+    assert!(fresh >= frames, "every frame classifies a face: {fresh}");
+    let agreement = agree as f64 / fresh as f64;
+    assert!(agreement >= 0.9, "per-frame agreement {agreement:.3}");
+    // The label shown at the end (smoothed, with hysteresis) is the face's usual crop label.
+    for r in &by_frame[&(frames as u64 - 1)] {
+        let labels = &crop_labels[&r["id"].as_u64().unwrap()];
+        let usual = (0..EMOTIONS.len())
+            .max_by_key(|&k| labels.iter().filter(|&&l| l == k).count())
+            .unwrap();
+        assert_eq!(r["label"], EMOTIONS[usual], "{r}");
+    }
+}
+
+#[test]
+fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let clip = clip::three_faces(&shared, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for (i, f) in clip.frames.iter().enumerate() {
+        f.save(frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    let (record, csv, stats) = (
+        dir.path().join("live.mp4"),
+        dir.path().join("faces.csv"),
+        dir.path().join("stats.json"),
+    );
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = common::run_affectcam(&[
+        OsStr::new("live"),
+        OsStr::new("--headless"),
+        OsStr::new("--source"),
+        frames.as_os_str(),
+        OsStr::new("--fps"),
+        OsStr::new("20"),
+        OsStr::new("--record"),
+        record.as_os_str(),
+        OsStr::new("--jsonl"),
+        csv.as_os_str(),
+        OsStr::new("--stats-json"),
+        stats.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
+    // Played in real time: 12 frames at 20 fps take at least 0.55 s.
+    assert!(started.elapsed().as_secs_f64() >= 0.55);
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(stats["frames_in"], 12);
+    let shown = stats["frames_shown"].as_u64().unwrap();
+    assert!(shown >= 10, "{stats}");
+    assert_eq!(decode_all(&record).len() as u64, shown);
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("frame,time_s,id,x,y,width,height,neutral"));
+    assert!(
+        lines.count() >= 2 * shown as usize,
+        "faces logged per frame"
+    );
+    assert!(stderr.contains("latency p50"), "{stderr}");
+}
+
+/// Runs affectcam expecting failure; returns its one stderr line.
+fn fails_with_one_line(args: &[&OsStr]) -> String {
+    let (ok, _, stderr) = common::run_affectcam(args);
+    assert!(!ok, "should fail: {args:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_string()
+}
+
+fn annotate(input: &Path, output: &Path) -> String {
+    fails_with_one_line(&[
+        OsStr::new("annotate"),
+        OsStr::new("--input"),
+        input.as_os_str(),
+        OsStr::new("--output"),
+        output.as_os_str(),
+    ])
+}
+
+#[test]
+fn bad_inputs_end_in_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.mp4");
+    let missing = dir.path().join("missing.mp4");
+    assert!(annotate(&missing, &out).contains("missing.mp4: no such file or folder"));
+
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(annotate(&empty, &out).contains("empty.mp4 is empty (0 bytes)"));
+
+    let avi = dir.path().join("clip.avi");
+    std::fs::write(&avi, b"RIFF\x10\0\0\0AVI LIST\0\0\0\0").unwrap();
+    assert!(annotate(&avi, &out).contains("unsupported format (RIFF"));
+
+    let broken = dir.path().join("broken.mp4");
+    std::fs::write(&broken, b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2garbage").unwrap();
+    assert!(annotate(&broken, &out).contains("not a readable MP4 file"));
+
+    let texts = dir.path().join("notes");
+    std::fs::create_dir(&texts).unwrap();
+    std::fs::write(texts.join("a.txt"), "hello").unwrap();
+    assert!(annotate(&texts, &out).contains("contains no PNG or JPEG images (1 other files)"));
+
+    let fake_png = dir.path().join("fakes");
+    std::fs::create_dir(&fake_png).unwrap();
+    std::fs::write(fake_png.join("a.png"), "not a png").unwrap();
+    assert!(annotate(&fake_png, &out).contains("cannot decode image"));
+
+    let line = fails_with_one_line(&[
+        OsStr::new("live"),
+        OsStr::new("--headless"),
+        OsStr::new("--source"),
+        OsStr::new("camera:57"),
+    ]);
+    assert!(
+        line.contains("camera 57") && line.contains("--source FILE"),
+        "{line}"
+    );
+
+    let (ok, _, stderr) = common::run_affectcam(&[
+        OsStr::new("live"),
+        OsStr::new("--source"),
+        dir.path().join("fakes").as_os_str(),
+    ]);
+    // Without a display the error suggests --headless (skipped when a display is present).
+    if std::env::var_os("DISPLAY").is_none() {
+        assert!(!ok && stderr.contains("--headless"), "{stderr}");
+    }
+}
+
+/// Overwrites the NAL length prefix of sample `index` (1-based) so it runs past the sample.
+fn damage_sample(path: &Path, index: u32) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut reader =
+        mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+    let sample = reader.read_sample(1, index).unwrap().unwrap();
+    let at = bytes
+        .windows(sample.bytes.len())
+        .position(|w| w == &sample.bytes[..])
+        .unwrap();
+    let mut damaged = bytes.clone();
+    damaged[at..at + 4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+    std::fs::write(path, damaged).unwrap();
+}
+
+#[test]
+fn a_clip_damaged_midway_still_leaves_a_playable_recording() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let clip = clip::three_faces(&shared, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.mp4"), dir.path().join("out.mp4"));
+    clip::write_mp4(&clip, &input);
+    damage_sample(&input, 31);
+    let line = annotate(&input, &output);
+    assert!(line.contains("frame 31 is damaged"), "{line}");
+    assert_eq!(decode_all(&output).len(), 30, "the 30 good frames are kept");
+}
+
+#[test]
+fn the_window_shows_the_overlay_under_xvfb() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let have_xvfb = std::process::Command::new("sh")
+        .args(["-c", "command -v xvfb-run && command -v xwd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_xvfb {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI needs xvfb and x11-apps (xwd)"
+        );
+        eprintln!("skipping: xvfb-run or xwd not installed");
+        return;
+    }
+    let clip = clip::three_faces(&shared, 45);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    clip::write_mp4(&clip, &input);
+    let shot = dir.path().join("shot.xwd");
+    let script = format!(
+        "{exe} live --source {input} & sleep 1.2; xwd -root -silent > {shot}; wait $!",
+        exe = env!("CARGO_BIN_EXE_affectcam"),
+        input = input.display(),
+        shot = shot.display()
+    );
+    let out = std::process::Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 800x600x24", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let screen = read_xwd(&std::fs::read(&shot).unwrap());
+    // The overlay's box colours (happy yellow is in every frame's tags and boxes) and the
+    // readout's white-on-black text are on screen; the raw clip has neither.
+    let count =
+        |pred: &dyn Fn(&image::Rgb<u8>) -> bool| screen.pixels().filter(|p| pred(p)).count();
+    let happy = count(&|p| p.0 == [255, 200, 0]);
+    let in_clip = clip.frames[20]
+        .pixels()
+        .filter(|p| p.0 == [255, 200, 0])
+        .count();
+    assert!(
+        happy > 500 && in_clip < 50,
+        "overlay pixels {happy}, in the clip {in_clip}"
+    );
+    // The window is wherever X put it (centred on Xvfb): its top-left corner is the corner of
+    // the non-black area, since the clip has no black and the root window is black.
+    let lit: Vec<(u32, u32)> = screen
+        .enumerate_pixels()
+        .filter(|(_, _, p)| p.0 != [0, 0, 0])
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    let x0 = lit.iter().map(|p| p.0).min().expect("a window on screen");
+    let y0 = lit.iter().map(|p| p.1).min().expect("a window on screen");
+    let readout_white = (y0..y0 + 20)
+        .flat_map(|y| (x0..x0 + 150).map(move |x| (x, y)))
+        .filter(|&(x, y)| screen.get_pixel(x, y).0.iter().all(|&c| c > 200))
+        .count();
+    assert!(
+        readout_white > 40,
+        "fps readout text at the window's corner ({x0}, {y0}): {readout_white}"
+    );
+}
+
+/// Decodes an X window dump (xwd, 24/32-bit TrueColor, as Xvfb writes it) into RGB.
+fn read_xwd(bytes: &[u8]) -> image::RgbImage {
+    let field = |i: usize| u32::from_be_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
+    let (header_size, width, height) = (field(0) as usize, field(4), field(5));
+    let bits_per_pixel = field(11);
+    let bytes_per_line = field(12) as usize;
+    let byte_order = field(7); // 0 = LSBFirst
+    let colormap_entries = field(19) as usize;
+    assert_eq!(bits_per_pixel, 32, "expected a 24-bit screen");
+    let data = &bytes[header_size + colormap_entries * 12..];
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let p = &data[y as usize * bytes_per_line + x as usize * 4..][..4];
+        let v = if byte_order == 0 {
+            u32::from_le_bytes(p.try_into().unwrap())
+        } else {
+            u32::from_be_bytes(p.try_into().unwrap())
+        };
+        image::Rgb([(v >> 16) as u8, (v >> 8) as u8, v as u8])
+    })
+}
