@@ -305,27 +305,38 @@ fn the_window_shows_the_overlay_under_xvfb() {
     let Some(shared) = common::shared() else {
         return;
     };
-    let have_xvfb = std::process::Command::new("sh")
-        .args(["-c", "command -v xvfb-run && command -v xwd"])
+    let have_tools = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "command -v xvfb-run && command -v xwd && command -v xdotool",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have_xvfb {
+    if !have_tools {
         assert!(
             std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI needs xvfb and x11-apps (xwd)"
+            "CI needs xvfb, x11-apps (xwd) and xdotool"
         );
-        eprintln!("skipping: xvfb-run or xwd not installed");
+        eprintln!("skipping: xvfb-run, xwd or xdotool not installed");
         return;
     }
-    let clip = clip::three_faces(&shared, 45);
+    let frames = 90; // 3 s at 30 fps; the keys below end it early
+    let clip = clip::three_faces(&shared, frames);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.mp4");
     clip::write_mp4(&clip, &input);
     let shot = dir.path().join("shot.xwd");
+    // minifb reports a key held across a frame, so each key is held for 150 ms; with no window
+    // manager the keyboard goes to the window under the pointer.
     let script = format!(
-        "{exe} live --source {input} & sleep 1.2; xwd -root -silent > {shot}; wait $!",
+        "key() {{ xdotool keydown $1; sleep 0.15; xdotool keyup $1; }}
+         {exe} live --source {input} --snapshot-dir {dir} & sleep 1.2
+         xwd -root -silent > {shot}
+         xdotool mousemove 400 300; key s; sleep 0.3; key q
+         wait $!",
         exe = env!("CARGO_BIN_EXE_affectcam"),
         input = input.display(),
+        dir = dir.path().display(),
         shot = shot.display()
     );
     let out = std::process::Command::new("xvfb-run")
@@ -365,6 +376,22 @@ fn the_window_shows_the_overlay_under_xvfb() {
         readout_white > 40,
         "fps readout text at the window's corner ({x0}, {y0}): {readout_white}"
     );
+
+    // s saved a snapshot of the annotated view; q quit before the clip ended.
+    let snapshots: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("affectcam-snapshot-"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{stderr}");
+    let snapshot = image::open(&snapshots[0]).unwrap().to_rgb8();
+    assert_eq!(snapshot.dimensions(), (clip::WIDTH, clip::HEIGHT));
+    assert!(snapshot.pixels().filter(|p| p.0 == [255, 200, 0]).count() > 500);
+    let shown: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("frames: ")?.split(' ').next()?.parse().ok())
+        .expect("exit statistics");
+    assert!(shown < frames as u64, "q ended the run early: {stderr}");
 }
 
 /// Decodes an X window dump (xwd, 24/32-bit TrueColor, as Xvfb writes it) into RGB.
@@ -386,4 +413,38 @@ fn read_xwd(bytes: &[u8]) -> image::RgbImage {
         };
         image::Rgb([(v >> 16) as u8, (v >> 8) as u8, v as u8])
     })
+}
+
+#[test]
+fn ctrl_c_finalises_a_playable_recording() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let clip = clip::one_face(&shared, 150); // 5 s at 30 fps
+    let dir = tempfile::tempdir().unwrap();
+    let (input, record) = (dir.path().join("in.mp4"), dir.path().join("rec.mp4"));
+    clip::write_mp4(&clip, &input);
+    let child = common::affectcam()
+        .args(["live", "--headless", "--source"])
+        .arg(&input)
+        .arg("--record")
+        .arg(&record)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let recorded = decode_all(&record).len();
+    assert!(
+        (10..150).contains(&recorded),
+        "stopped early with the frames so far: {recorded}; {stderr}"
+    );
+    assert!(stderr.contains(&format!("recording saved: {}", record.display())));
 }
