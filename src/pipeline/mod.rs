@@ -733,6 +733,9 @@ fn recorder_thread(
     let mut error = None;
     let mut finish =
         |recorder: Mp4Recorder, error: &mut Option<RecordError>| match recorder.finish() {
+            Ok(summary) if summary.frames == 0 => {
+                eprintln!("nothing was recorded; {} not kept", summary.path.display());
+            }
             Ok(summary) => {
                 eprintln!(
                     "recording saved: {} ({} frames, {:.1} s)",

@@ -268,8 +268,19 @@ impl Mp4Recorder {
         Ok(())
     }
 
-    /// Writes the last frame and the index; the file is playable after this.
+    /// Writes the last frame and the index; the file is playable after this. A recording
+    /// without frames is removed: an MP4 with no video track only confuses players.
     pub fn finish(mut self) -> Result<RecordingSummary, RecordError> {
+        if self.frames == 0 {
+            drop(self.writer);
+            let _ = std::fs::remove_file(&self.path);
+            return Ok(RecordingSummary {
+                path: self.path,
+                frames: 0,
+                duration: Duration::ZERO,
+                bytes: 0,
+            });
+        }
         if let Some(pending) = &self.pending {
             // The last frame lasts one nominal frame interval.
             let interval = (f64::from(TIMESCALE) / f64::from(self.config.fps.max(1.0))) as u64;
@@ -370,6 +381,16 @@ mod tests {
         let mut source = Mp4Source::open(&path).unwrap();
         let (_, img) = source.next_frame().unwrap().unwrap();
         assert_eq!(img.dimensions(), (32, 16));
+    }
+
+    #[test]
+    fn a_recording_without_frames_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.mp4");
+        let recorder = Mp4Recorder::create(&path, RecorderConfig::default()).unwrap();
+        assert!(path.exists());
+        assert_eq!(recorder.finish().unwrap().frames, 0);
+        assert!(!path.exists());
     }
 
     #[test]
