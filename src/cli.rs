@@ -93,7 +93,7 @@ pub struct LiveArgs {
     /// Record the annotated view to this MP4 from the start (in the window, r toggles recording).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Folder for snapshots (s) and recordings started with r when --record is not given.
+    /// Folder for snapshots (s) and for recordings started with r (other than --record's).
     #[arg(long, default_value = ".")]
     pub snapshot_dir: PathBuf,
 }

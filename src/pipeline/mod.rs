@@ -217,7 +217,7 @@ pub fn run(
     eprintln!("source: {}", opened.describe);
 
     // Outputs are created before any work so a bad path fails at once.
-    let mut face_log = match &config.face_log {
+    let face_log = match &config.face_log {
         Some(path) => Some(FaceLog::create(path).map_err(|e| output_error(path, e))?),
         None => None,
     };
@@ -226,8 +226,7 @@ pub fn run(
         Some(path) => Some(Mp4Recorder::create(path, config.recorder)?),
         None => None,
     };
-    let recording_path = config.record.clone();
-    let mut recording = first_recording.is_some();
+    let recording = first_recording.is_some();
     let recorder = {
         let recorder_config = config.recorder;
         thread::Builder::new()
@@ -253,132 +252,46 @@ pub fn run(
             .expect("spawn analysis thread")
     };
 
-    let mut window: Option<PreviewWindow> = None;
-    let progress = config.progress.then(|| {
-        crate::progress::counting_bar(
-            opened.frame_count.unwrap_or(0) as usize,
-            "annotate",
-            "frames",
-        )
-    });
-    let overlay = Overlay::new();
-    let mut latency = Histogram::default();
-    let mut render_ms = Histogram::default();
-    let mut recent: VecDeque<(Instant, f64)> = VecDeque::new();
-    let (mut shown, mut faces) = (0u64, 0u64);
-    let mut error: Option<PipelineError> = None;
-    let live_window = matches!(config.mode, Mode::Live { window: true });
-    loop {
+    let mut presenter = Presenter {
+        config,
+        overlay: Overlay::new(),
+        window: None,
+        face_log,
+        recorder: record_tx,
+        recording,
+        recorded: recording,
+        progress: config.progress.then(|| {
+            crate::progress::counting_bar(
+                opened.frame_count.unwrap_or(0) as usize,
+                "annotate",
+                "frames",
+            )
+        }),
+        latency: Histogram::default(),
+        render_ms: Histogram::default(),
+        recent: VecDeque::new(),
+        shown: 0,
+        faces: 0,
+    };
+    let mut error = loop {
         if stop.load(Ordering::Relaxed) {
-            break;
+            break None;
         }
-        // Wake at least every 50 ms so the window stays responsive between frames.
-        let next = match analysed_rx.recv_timeout(Duration::from_millis(50)) {
-            Received::Item(item) => item,
-            Received::Closed => break,
-            Received::TimedOut => continue,
-        };
-        let Analysed {
-            frame,
-            faces: results,
-        } = next;
-        let render_start = Instant::now();
-        let mut image = frame.image;
-        let readout = readout_of(&recent, recording);
-        overlay.draw(&mut image, &results, Some(&readout));
-        render_ms.record(ms(render_start.elapsed()));
-
-        if live_window && window.is_none() {
-            match PreviewWindow::open("affectcam", image.width(), image.height()) {
-                Ok(w) => window = Some(w),
-                Err(e) => {
-                    error = Some(e.into());
-                    break;
-                }
-            }
+        // Wake at least every 50 ms to notice Ctrl-C between frames.
+        match analysed_rx.recv_timeout(Duration::from_millis(50)) {
+            Received::Item(analysed) => match presenter.present(analysed) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit) => break None,
+                Err(e) => break Some(e),
+            },
+            Received::Closed => break None,
+            Received::TimedOut => {}
         }
-        let mut events = Vec::new();
-        if let Some(w) = window.as_mut() {
-            match w.show(&image) {
-                Ok(e) => events = e,
-                Err(e) => {
-                    error = Some(e.into());
-                    break;
-                }
-            }
-        }
-        let now = Instant::now();
-        let frame_latency = ms(now.duration_since(frame.captured));
-        latency.record(frame_latency);
-        recent.push_back((now, frame_latency));
-        while recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
-        {
-            recent.pop_front();
-        }
-        shown += 1;
-        faces += results.len() as u64;
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
-        if let Some(log) = face_log.as_mut() {
-            if let Err(e) = log.write(frame.index, frame.timestamp, &results) {
-                error = Some(output_error(log.path(), e));
-                break;
-            }
-        }
-        let mut quit = false;
-        for event in events {
-            match event {
-                WindowEvent::Quit => quit = true,
-                WindowEvent::Snapshot => {
-                    let path = config
-                        .snapshot_dir
-                        .join(format!("affectcam-snapshot-{:06}.png", frame.index));
-                    match image.save(&path) {
-                        Ok(()) => eprintln!("snapshot saved: {}", path.display()),
-                        Err(e) => {
-                            eprintln!("warning: cannot save snapshot {}: {e}", path.display())
-                        }
-                    }
-                }
-                WindowEvent::ToggleRecording => {
-                    let message = if recording {
-                        RecorderMessage::Stop
-                    } else {
-                        let path = recording_path
-                            .clone()
-                            .unwrap_or_else(|| default_recording_path(&config.snapshot_dir));
-                        eprintln!("recording to {}", path.display());
-                        RecorderMessage::Start(path)
-                    };
-                    recording = !recording;
-                    if record_tx.send(message).is_err() {
-                        quit = true;
-                    }
-                }
-            }
-        }
-        if recording
-            && record_tx
-                .send(RecorderMessage::Frame(image, frame.timestamp))
-                .is_err()
-        {
-            break; // the recorder failed; its error is collected below
-        }
-        if quit {
-            break;
-        }
-    }
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    };
     // Closing our ends tells the other stages to stop; then collect what they report.
     let dropped_before_render = analysed_rx.dropped();
     drop(analysed_rx);
-    drop(record_tx);
-    drop(window);
+    let presented = presenter.finish();
     let capture_end = capture
         .join()
         .map_err(|_| PipelineError::Thread("capture"))?;
@@ -389,11 +302,8 @@ pub fn run(
     let recorder_end = recorder
         .join()
         .map_err(|_| PipelineError::Thread("record"))?;
-    if let Some(log) = face_log {
-        let path = log.path().to_path_buf();
-        if let Err(e) = log.finish() {
-            error.get_or_insert(output_error(&path, e));
-        }
+    if let Some(e) = presented.face_log_error {
+        error.get_or_insert(e);
     }
     let error = error
         .or(recorder_end.error.map(PipelineError::from))
@@ -405,18 +315,18 @@ pub fn run(
         source: opened.describe,
         frames_in: capture_end.frames,
         frames_analysed: analysis_end.frames,
-        frames_shown: shown,
+        frames_shown: presented.shown,
         frames_dropped: detect_end.dropped_before
             + analysis_end.dropped_before
             + dropped_before_render,
         frames_recorded: recorded_frames,
         wall_s,
-        fps: shown as f64 / wall_s.max(1e-9),
-        latency_ms: latency.summary(),
+        fps: presented.shown as f64 / wall_s.max(1e-9),
+        latency_ms: presented.latency.summary(),
         detect_ms: detect_end.detect_ms.summary(),
         model_ms: analysis_end.model_ms.summary(),
-        render_ms: render_ms.summary(),
-        faces,
+        render_ms: presented.render_ms.summary(),
+        faces: presented.faces,
         tracks: analysis_end.tracks,
         notices: capture_end.notices,
     };
@@ -438,11 +348,148 @@ fn output_error(path: &Path, e: impl std::fmt::Display) -> PipelineError {
     }
 }
 
-fn default_recording_path(dir: &Path) -> PathBuf {
+/// `DIR/affectcam-<what>-<unix seconds>-<frame>.EXT`: unique within a run and across runs.
+fn output_path(dir: &Path, what: &str, frame: u64, ext: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    dir.join(format!("affectcam-{secs}.mp4"))
+    dir.join(format!("affectcam-{what}-{secs}-{frame:06}.{ext}"))
+}
+
+/// Whether the run goes on after a frame.
+enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The main thread's stage: draws each frame's annotations, shows it, logs its faces, acts on
+/// the window's keys, and passes the frame to the recorder while recording.
+struct Presenter<'a> {
+    config: &'a PipelineConfig,
+    overlay: Overlay,
+    window: Option<PreviewWindow>,
+    face_log: Option<FaceLog>,
+    recorder: Sender<RecorderMessage>,
+    recording: bool,
+    /// Whether a recording was started in this run (then --record's name is used up).
+    recorded: bool,
+    progress: Option<indicatif::ProgressBar>,
+    latency: Histogram,
+    render_ms: Histogram,
+    /// (shown at, latency ms) of the last second's frames, for the readout.
+    recent: VecDeque<(Instant, f64)>,
+    shown: u64,
+    faces: u64,
+}
+
+/// What the presenter reports once the run is over.
+struct Presented {
+    shown: u64,
+    faces: u64,
+    latency: Histogram,
+    render_ms: Histogram,
+    face_log_error: Option<PipelineError>,
+}
+
+impl Presenter<'_> {
+    fn present(&mut self, analysed: Analysed) -> Result<Flow, PipelineError> {
+        let Analysed { frame, faces } = analysed;
+        let start = Instant::now();
+        let mut image = frame.image;
+        let readout = readout_of(&self.recent, self.recording);
+        self.overlay.draw(&mut image, &faces, Some(&readout));
+        self.render_ms.record(ms(start.elapsed()));
+
+        let events = match self.config.mode {
+            Mode::Live { window: true } => {
+                if self.window.is_none() {
+                    let (w, h) = image.dimensions();
+                    self.window = Some(PreviewWindow::open("affectcam", w, h)?);
+                }
+                self.window.as_mut().expect("opened above").show(&image)?
+            }
+            _ => Vec::new(),
+        };
+        let now = Instant::now();
+        let latency = ms(now.duration_since(frame.captured));
+        self.latency.record(latency);
+        self.recent.push_back((now, latency));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        self.shown += 1;
+        self.faces += faces.len() as u64;
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
+        }
+        if let Some(log) = self.face_log.as_mut() {
+            log.write(frame.index, frame.timestamp, &faces)
+                .map_err(|e| output_error(log.path(), e))?;
+        }
+        let mut flow = Flow::Continue;
+        for event in events {
+            match event {
+                WindowEvent::Quit => flow = Flow::Quit,
+                WindowEvent::Snapshot => self.snapshot(&image, frame.index),
+                WindowEvent::ToggleRecording => flow = self.toggle_recording(frame.index),
+            }
+        }
+        let message = RecorderMessage::Frame(image, frame.timestamp);
+        if self.recording && self.recorder.send(message).is_err() {
+            return Ok(Flow::Quit); // the recorder failed; its error is collected at the end
+        }
+        Ok(flow)
+    }
+
+    fn snapshot(&self, image: &RgbImage, index: u64) {
+        let path = output_path(&self.config.snapshot_dir, "snapshot", index, "png");
+        match image.save(&path) {
+            Ok(()) => eprintln!("snapshot saved: {}", path.display()),
+            Err(e) => eprintln!("warning: cannot save snapshot {}: {e}", path.display()),
+        }
+    }
+
+    fn toggle_recording(&mut self, index: u64) -> Flow {
+        let message = if self.recording {
+            RecorderMessage::Stop
+        } else {
+            // --record names the first recording; later ones must not overwrite it.
+            let named = self.config.record.as_ref().filter(|_| !self.recorded);
+            let path = named.cloned().unwrap_or_else(|| {
+                output_path(&self.config.snapshot_dir, "recording", index, "mp4")
+            });
+            self.recorded = true;
+            eprintln!("recording to {}", path.display());
+            RecorderMessage::Start(path)
+        };
+        self.recording = !self.recording;
+        match self.recorder.send(message) {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Quit,
+        }
+    }
+
+    /// Closes the window, the face log and the recorder's queue (which finishes the file).
+    fn finish(self) -> Presented {
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+        let face_log_error = self.face_log.and_then(|log| {
+            let path = log.path().to_path_buf();
+            log.finish().err().map(|e| output_error(&path, e))
+        });
+        Presented {
+            shown: self.shown,
+            faces: self.faces,
+            latency: self.latency,
+            render_ms: self.render_ms,
+            face_log_error,
+        }
+    }
 }
 
 /// Fps and median latency over the last second, for the corner readout.
