@@ -14,6 +14,7 @@ pub mod stats;
 
 use crate::capture::{self, CaptureConfig, CaptureError, Frame, Source};
 use crate::detect::{Detection, DetectorConfig, FaceDetector};
+use crate::model::preprocess::FaceBox;
 use crate::model::AffectModel;
 use crate::record::{FaceLog, Mp4Recorder, RecordError, RecorderConfig, RecordingSummary};
 use crate::render::{Overlay, PreviewWindow, Readout, WindowError, WindowEvent};
@@ -570,10 +571,11 @@ fn capture_thread(
     }
 }
 
-/// A frame with the faces the detector found in it, or in a recent frame (live), if it ran.
+/// A frame with, when the detector ran, the faces it found and the index of the frame it ran
+/// on (this one offline; a recent one live).
 struct Located {
     frame: Frame,
-    detections: Option<Vec<Detection>>,
+    detections: Option<(u64, Vec<Detection>)>,
 }
 
 struct DetectEnd {
@@ -600,24 +602,24 @@ fn detect_thread(
                 let t = Instant::now();
                 let found = detector.detect(&frame.image);
                 detect_ms.record(ms(t.elapsed()));
-                found
+                (frame.index, found)
             });
             if output.send(Located { frame, detections }).is_err() {
                 break;
             }
         }
     } else {
-        let (request_tx, request_rx) = handoff::<RgbImage>(Policy::KeepLatest);
-        let (found_tx, found_rx) = mpsc::channel::<(Vec<Detection>, f64)>();
+        let (request_tx, request_rx) = handoff::<(u64, RgbImage)>(Policy::KeepLatest);
+        let (found_tx, found_rx) = mpsc::channel::<(u64, Vec<Detection>, f64)>();
         let detector_config = config.detector;
         let worker = thread::Builder::new()
             .name("detector".into())
             .spawn(move || {
                 let mut detector = FaceDetector::new(detector_config);
-                while let Some(image) = request_rx.recv() {
+                while let Some((index, image)) = request_rx.recv() {
                     let t = Instant::now();
                     let found = detector.detect(&image);
-                    if found_tx.send((found, ms(t.elapsed()))).is_err() {
+                    if found_tx.send((index, found, ms(t.elapsed()))).is_err() {
                         break;
                     }
                 }
@@ -626,13 +628,13 @@ fn detect_thread(
         let (mut busy, mut since_request) = (false, every);
         while let Some(frame) = input.recv() {
             let mut detections = None;
-            if let Ok((found, took)) = found_rx.try_recv() {
+            if let Ok((index, found, took)) = found_rx.try_recv() {
                 detect_ms.record(took);
-                detections = Some(found);
+                detections = Some((index, found));
                 busy = false;
             }
             if !busy && since_request >= every {
-                busy = request_tx.send(frame.image.clone()).is_ok();
+                busy = request_tx.send((frame.index, frame.image.clone())).is_ok();
                 since_request = 0;
             }
             since_request += 1;
@@ -665,8 +667,8 @@ struct Analyser<'a> {
 impl Analyser<'_> {
     fn analyse(&mut self, located: &Located) -> candle_core::Result<Vec<FaceResult>> {
         let frame = &located.frame;
-        if let Some(detections) = &located.detections {
-            self.tracker.update(detections);
+        if let Some((detected_on, detections)) = &located.detections {
+            self.tracker.update(detections, *detected_on);
             let tracks = self.tracker.tracks();
             self.smoother
                 .retain(|id| tracks.iter().any(|track| track.id == id));
@@ -674,6 +676,10 @@ impl Analyser<'_> {
         // New faces, and known faces in turn (longest-waiting first), go through the model as
         // one batch; the others keep their smoothed result, moved to the tracked box.
         let tracks = self.tracker.tracks();
+        let boxes: Vec<FaceBox> = tracks
+            .iter()
+            .map(|t| self.tracker.face_at(t, frame.index))
+            .collect();
         self.classified_at
             .retain(|id, _| tracks.iter().any(|track| track.id == *id));
         let mut order: Vec<(Option<u64>, usize)> = tracks
@@ -695,7 +701,7 @@ impl Analyser<'_> {
                 if pending.contains(&i) {
                     None
                 } else {
-                    self.smoother.current(t.id, t.face)
+                    self.smoother.current(t.id, boxes[i])
                 }
             })
             .collect();
@@ -704,7 +710,7 @@ impl Analyser<'_> {
             let pre = self.model.meta.preprocess;
             let inputs: Vec<Vec<f32>> = pending
                 .iter()
-                .map(|&i| pre.to_input(&pre.crop_face(&frame.image, tracks[i].face)))
+                .map(|&i| pre.to_input(&pre.crop_face(&frame.image, boxes[i])))
                 .collect();
             let batch = pre.batch(&inputs, self.device)?;
             let model = self.model;
@@ -715,7 +721,7 @@ impl Analyser<'_> {
             self.model_ms.record(ms(t.elapsed()));
             for (&i, p) in pending.iter().zip(predictions) {
                 self.classified_at.insert(tracks[i].id, frame.index);
-                results[i] = Some(self.smoother.update(tracks[i].id, tracks[i].face, p));
+                results[i] = Some(self.smoother.update(tracks[i].id, boxes[i], p));
             }
         }
         Ok(results.into_iter().flatten().collect())
