@@ -77,7 +77,7 @@ pub struct PipelineConfig {
     pub classify_per_frame: usize,
     /// Threads the model may use. One is the default: the stages already run in parallel,
     /// and a multi-threaded model on a busy 2-core machine stalls at every parallel step
-    /// waiting for a descheduled worker (measured: ~17 CPU-ms per face against ~10 alone).
+    /// waiting for a descheduled worker (profiled: ~17 CPU-ms per face against ~10 alone).
     pub model_threads: usize,
     pub tracker: TrackerConfig,
     pub smoothing: SmoothingConfig,
