@@ -278,18 +278,22 @@ pub fn run(
         if stop.load(Ordering::Relaxed) {
             break None;
         }
-        // Wake at least every 50 ms to notice Ctrl-C between frames.
-        match analysed_rx.recv_timeout(Duration::from_millis(50)) {
-            Received::Item(analysed) => match presenter.present(analysed) {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Quit) => break None,
-                Err(e) => break Some(e),
-            },
-            Received::Closed => break None,
-            Received::TimedOut => {}
+        // Wake at least every 50 ms to notice Ctrl-C and keep the window responsive when
+        // frames stall (a camera hiccup, a slow first frame).
+        let flow = match analysed_rx.recv_timeout(Duration::from_millis(50)) {
+            Received::Item(analysed) => presenter.present(analysed),
+            Received::Closed => Ok(Flow::Quit),
+            Received::TimedOut => Ok(presenter.idle()),
+        };
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Quit) => break None,
+            Err(e) => break Some(e),
         }
     };
-    // Closing our ends tells the other stages to stop; then collect what they report.
+    // Closing our ends and raising `stop` tell the other stages to stop (capture may be waiting
+    // for its next frame's time); then collect what they report.
+    stop.store(true, Ordering::Relaxed);
     let dropped_before_render = analysed_rx.dropped();
     drop(analysed_rx);
     let presented = presenter.finish();
@@ -446,6 +450,17 @@ impl Presenter<'_> {
         Ok(flow)
     }
 
+    /// No frame came in time: keep the window alive; only quitting is acted on (snapshots
+    /// and recording need a frame).
+    fn idle(&mut self) -> Flow {
+        let events = self.window.as_mut().map(|w| w.poll()).unwrap_or_default();
+        if events.contains(&WindowEvent::Quit) {
+            Flow::Quit
+        } else {
+            Flow::Continue
+        }
+    }
+
     fn snapshot(&self, image: &RgbImage, index: u64) {
         let path = output_path(&self.config.snapshot_dir, "snapshot", index, "png");
         match image.save(&path) {
@@ -548,10 +563,15 @@ fn capture_thread(
                 break;
             }
         };
-        if pace {
-            if let Some(wait) = timestamp.checked_sub(start.elapsed()) {
-                thread::sleep(wait);
+        // Paced in short naps, so a quit is noticed during long gaps (slow image sources).
+        while pace && !stop.load(Ordering::Relaxed) {
+            match timestamp.checked_sub(start.elapsed()) {
+                Some(wait) if !wait.is_zero() => thread::sleep(wait.min(Duration::from_millis(20))),
+                _ => break,
             }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
         }
         let frame = Frame {
             index: frames,

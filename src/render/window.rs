@@ -74,6 +74,16 @@ impl PreviewWindow {
                 frame.height() as usize,
             )
             .map_err(|e| WindowError::Window(e.to_string()))?;
+        Ok(self.events())
+    }
+
+    /// Keeps the window responsive while no frame arrives; returns the keys pressed.
+    pub fn poll(&mut self) -> Vec<WindowEvent> {
+        self.window.update();
+        self.events()
+    }
+
+    fn events(&self) -> Vec<WindowEvent> {
         let mut events: Vec<WindowEvent> = self
             .window
             .get_keys_pressed(KeyRepeat::No)
@@ -88,6 +98,6 @@ impl PreviewWindow {
         if !self.window.is_open() {
             events.push(WindowEvent::Quit);
         }
-        Ok(events)
+        events
     }
 }
