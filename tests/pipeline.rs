@@ -448,3 +448,41 @@ fn ctrl_c_finalises_a_playable_recording() {
     );
     assert!(stderr.contains(&format!("recording saved: {}", record.display())));
 }
+
+#[test]
+fn live_drops_frames_instead_of_building_a_backlog() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    // 120 frames at 300 fps: far more than 2 cores can analyse, so live must drop.
+    let clip = clip::three_faces(&shared, 120);
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for (i, f) in clip.frames.iter().enumerate() {
+        f.save(frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    let stats = dir.path().join("stats.json");
+    let (ok, _, stderr) = common::run_affectcam(&[
+        OsStr::new("live"),
+        OsStr::new("--headless"),
+        OsStr::new("--source"),
+        frames.as_os_str(),
+        OsStr::new("--fps"),
+        OsStr::new("300"),
+        OsStr::new("--stats-json"),
+        stats.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let (shown, dropped) = (
+        s["frames_shown"].as_u64().unwrap(),
+        s["frames_dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(s["frames_in"], 120);
+    assert!(dropped > 0 && shown + dropped <= 120, "{s}");
+    // A queue of 120 frames at ~12 ms each would reach ~1.4 s; keep-latest stays near one
+    // frame's analysis plus one image decode.
+    let p95 = s["latency_ms"]["p95"].as_f64().unwrap();
+    assert!(p95 < 200.0, "latency p95 {p95} ms: a backlog built up; {s}");
+}
