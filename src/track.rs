@@ -47,18 +47,6 @@ pub struct Track {
     pub missed: u32,
 }
 
-impl Track {
-    /// The box predicted for frame `frame` from the last one and the velocity.
-    pub fn face_at(&self, frame: u64, max_predict_frames: u64) -> FaceBox {
-        let dt = frame.saturating_sub(self.seen_at).min(max_predict_frames) as f32;
-        FaceBox {
-            x: self.face.x + self.velocity.0 * dt,
-            y: self.face.y + self.velocity.1 * dt,
-            ..self.face
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
@@ -106,9 +94,16 @@ impl Tracker {
         self.next_id - 1
     }
 
-    /// Track `track`'s box predicted for frame `frame`.
+    /// Track `track`'s box predicted for frame `frame` from its last box and velocity.
     pub fn face_at(&self, track: &Track, frame: u64) -> FaceBox {
-        track.face_at(frame, self.config.max_predict_frames)
+        let dt = frame
+            .saturating_sub(track.seen_at)
+            .min(self.config.max_predict_frames) as f32;
+        FaceBox {
+            x: track.face.x + track.velocity.0 * dt,
+            y: track.face.y + track.velocity.1 * dt,
+            ..track.face
+        }
     }
 
     /// One detection round on frame `frame`: greedy matching of the predicted boxes by

@@ -19,6 +19,19 @@ fn decode_all(path: &Path) -> Vec<image::RgbImage> {
     std::iter::from_fn(|| source.next_frame().unwrap().map(|(_, img)| img)).collect()
 }
 
+/// Writes the clip's frames as `000.png`, `001.png`… into a new folder `dir`; returns it.
+fn save_pngs(clip: &clip::Clip, dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir(dir).unwrap();
+    for (i, frame) in clip.frames.iter().enumerate() {
+        frame.save(dir.join(format!("{i:03}.png"))).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -57,15 +70,15 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     );
     clip::write_mp4(&clip, &input);
     let (ok, _, stderr) = common::run_affectcam(&[
-        OsStr::new("annotate"),
-        OsStr::new("--input"),
-        input.as_os_str(),
-        OsStr::new("--output"),
-        output.as_os_str(),
-        OsStr::new("--jsonl"),
-        jsonl.as_os_str(),
-        OsStr::new("--stats-json"),
-        stats.as_os_str(),
+        &"annotate",
+        &"--input",
+        &input,
+        &"--output",
+        &output,
+        &"--jsonl",
+        &jsonl,
+        &"--stats-json",
+        &stats,
     ]);
     assert!(ok, "{stderr}");
 
@@ -75,7 +88,7 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     assert!(annotated
         .iter()
         .all(|f| f.dimensions() == (clip::WIDTH, clip::HEIGHT)));
-    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let stats = read_json(&stats);
     assert_eq!(stats["frames_in"], frames);
     assert_eq!(stats["frames_recorded"], frames);
     assert_eq!(stats["frames_dropped"], 0);
@@ -153,11 +166,7 @@ fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     };
     let clip = clip::three_faces(&shared, 12);
     let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("frames");
-    std::fs::create_dir(&frames).unwrap();
-    for (i, f) in clip.frames.iter().enumerate() {
-        f.save(frames.join(format!("{i:03}.png"))).unwrap();
-    }
+    let frames = save_pngs(&clip, &dir.path().join("frames"));
     let (record, csv, stats) = (
         dir.path().join("live.mp4"),
         dir.path().join("faces.csv"),
@@ -165,23 +174,23 @@ fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     );
     let started = std::time::Instant::now();
     let (ok, _, stderr) = common::run_affectcam(&[
-        OsStr::new("live"),
-        OsStr::new("--headless"),
-        OsStr::new("--source"),
-        frames.as_os_str(),
-        OsStr::new("--fps"),
-        OsStr::new("20"),
-        OsStr::new("--record"),
-        record.as_os_str(),
-        OsStr::new("--jsonl"),
-        csv.as_os_str(),
-        OsStr::new("--stats-json"),
-        stats.as_os_str(),
+        &"live",
+        &"--headless",
+        &"--source",
+        &frames,
+        &"--fps",
+        &"20",
+        &"--record",
+        &record,
+        &"--jsonl",
+        &csv,
+        &"--stats-json",
+        &stats,
     ]);
     assert!(ok, "{stderr}");
     // Played in real time: 12 frames at 20 fps take at least 0.55 s.
     assert!(started.elapsed().as_secs_f64() >= 0.55);
-    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let stats = read_json(&stats);
     assert_eq!(stats["frames_in"], 12);
     let shown = stats["frames_shown"].as_u64().unwrap();
     assert!(shown >= 10, "{stats}");
@@ -200,9 +209,10 @@ fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
 }
 
 /// Runs affectcam expecting failure; returns its one stderr line.
-fn fails_with_one_line(args: &[&OsStr]) -> String {
+fn fails_with_one_line(args: &[&dyn AsRef<OsStr>]) -> String {
     let (ok, _, stderr) = common::run_affectcam(args);
-    assert!(!ok, "should fail: {args:?}");
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(!ok, "should fail: {shown:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
@@ -210,13 +220,7 @@ fn fails_with_one_line(args: &[&OsStr]) -> String {
 }
 
 fn annotate(input: &Path, output: &Path) -> String {
-    fails_with_one_line(&[
-        OsStr::new("annotate"),
-        OsStr::new("--input"),
-        input.as_os_str(),
-        OsStr::new("--output"),
-        output.as_os_str(),
-    ])
+    fails_with_one_line(&[&"annotate", &"--input", &input, &"--output", &output])
 }
 
 #[test]
@@ -248,22 +252,13 @@ fn bad_inputs_end_in_one_clear_error() {
     std::fs::write(fake_png.join("a.png"), "not a png").unwrap();
     assert!(annotate(&fake_png, &out).contains("cannot decode image"));
 
-    let line = fails_with_one_line(&[
-        OsStr::new("live"),
-        OsStr::new("--headless"),
-        OsStr::new("--source"),
-        OsStr::new("camera:57"),
-    ]);
+    let line = fails_with_one_line(&[&"live", &"--headless", &"--source", &"camera:57"]);
     assert!(
         line.contains("camera 57") && line.contains("--source FILE"),
         "{line}"
     );
 
-    let (ok, _, stderr) = common::run_affectcam(&[
-        OsStr::new("live"),
-        OsStr::new("--source"),
-        dir.path().join("fakes").as_os_str(),
-    ]);
+    let (ok, _, stderr) = common::run_affectcam(&[&"live", &"--source", &dir.path().join("fakes")]);
     // Without a display the error suggests --headless (skipped when a display is present).
     if std::env::var_os("DISPLAY").is_none() {
         assert!(!ok && stderr.contains("--headless"), "{stderr}");
@@ -457,24 +452,20 @@ fn live_drops_frames_instead_of_building_a_backlog() {
     // 120 frames at 300 fps: far more than 2 cores can analyse, so live must drop.
     let clip = clip::three_faces(&shared, 120);
     let dir = tempfile::tempdir().unwrap();
-    let frames = dir.path().join("frames");
-    std::fs::create_dir(&frames).unwrap();
-    for (i, f) in clip.frames.iter().enumerate() {
-        f.save(frames.join(format!("{i:03}.png"))).unwrap();
-    }
+    let frames = save_pngs(&clip, &dir.path().join("frames"));
     let stats = dir.path().join("stats.json");
     let (ok, _, stderr) = common::run_affectcam(&[
-        OsStr::new("live"),
-        OsStr::new("--headless"),
-        OsStr::new("--source"),
-        frames.as_os_str(),
-        OsStr::new("--fps"),
-        OsStr::new("300"),
-        OsStr::new("--stats-json"),
-        stats.as_os_str(),
+        &"live",
+        &"--headless",
+        &"--source",
+        &frames,
+        &"--fps",
+        &"300",
+        &"--stats-json",
+        &stats,
     ]);
     assert!(ok, "{stderr}");
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let s = read_json(&stats);
     let (shown, dropped) = (
         s["frames_shown"].as_u64().unwrap(),
         s["frames_dropped"].as_u64().unwrap(),

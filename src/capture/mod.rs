@@ -184,12 +184,8 @@ fn sniff(path: &Path) -> Result<FileKind, CaptureError> {
     if head.len() >= 8 && &head[4..8] == b"ftyp" {
         return Ok(FileKind::Mp4);
     }
-    if image::guess_format(&head)
-        .is_ok_and(|f| matches!(f, image::ImageFormat::Png | image::ImageFormat::Jpeg))
-    {
-        return Ok(FileKind::Image);
-    }
     let found = match image::guess_format(&head) {
+        Ok(image::ImageFormat::Png | image::ImageFormat::Jpeg) => return Ok(FileKind::Image),
         Ok(format) => format!("{format:?} image"),
         Err(_) if head.starts_with(b"RIFF") => "RIFF (AVI/WAV) file".into(),
         Err(_) if head.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]) => "Matroska/WebM video".into(),

@@ -95,11 +95,6 @@ impl<T> Sender<T> {
         shared.filled.notify_one();
         Ok(())
     }
-
-    /// Items replaced before the receiver took them.
-    pub fn dropped(&self) -> u64 {
-        self.0.lock().dropped
-    }
 }
 
 impl<T> Receiver<T> {

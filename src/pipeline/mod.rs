@@ -688,10 +688,12 @@ impl Analyser<'_> {
     fn analyse(&mut self, located: &Located) -> candle_core::Result<Vec<FaceResult>> {
         let frame = &located.frame;
         if let Some((detected_on, detections)) = &located.detections {
+            // Tracks only end here, so per-face state is pruned here too.
             self.tracker.update(detections, *detected_on);
             let tracks = self.tracker.tracks();
-            self.smoother
-                .retain(|id| tracks.iter().any(|track| track.id == id));
+            let alive = |id: u64| tracks.iter().any(|track| track.id == id);
+            self.smoother.retain(alive);
+            self.classified_at.retain(|id, _| alive(*id));
         }
         // New faces, and known faces in turn (longest-waiting first), go through the model as
         // one batch; the others keep their smoothed result, moved to the tracked box.
@@ -700,8 +702,6 @@ impl Analyser<'_> {
             .iter()
             .map(|t| self.tracker.face_at(t, frame.index))
             .collect();
-        self.classified_at
-            .retain(|id, _| tracks.iter().any(|track| track.id == *id));
         let mut order: Vec<(Option<u64>, usize)> = tracks
             .iter()
             .enumerate()

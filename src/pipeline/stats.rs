@@ -38,10 +38,6 @@ impl Histogram {
         self.max_ms = self.max_ms.max(ms);
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// The value below which `q` (0..=1) of the records fall, to the bin's upper edge.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.count == 0 {

@@ -134,10 +134,6 @@ impl Mp4Recorder {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn write_error(&self, e: impl std::fmt::Display) -> RecordError {
         RecordError::Write {
             path: self.path.clone(),

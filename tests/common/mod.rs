@@ -28,8 +28,11 @@ pub fn affectcam() -> std::process::Command {
 }
 
 /// Runs affectcam and returns (success, stdout, stderr).
-pub fn run_affectcam(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let out = affectcam().args(args).output().unwrap();
+pub fn run_affectcam(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
+    let out = affectcam()
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
