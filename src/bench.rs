@@ -1,12 +1,47 @@
 //! `affectcam bench`: model latency, throughput, memory and training-step time on this machine.
+//! Each thread count is measured in a fresh child process (the thread pools are fixed at
+//! start, and peak memory is per process), which prints its report as JSON.
 
 use crate::model::mobilenetv2::{MobileNetV2, NUM_BLOCKS};
-use crate::model::{labels::NUM_EMOTIONS, AffectModel};
+use crate::model::weights::WeightsError;
+use crate::model::{labels::NUM_EMOTIONS, AffectModel, ModelMeta};
 use crate::train::{Finetune, LearningRates, Targets, Trainer};
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Thread counts must be positive.
+    #[error("--threads needs positive thread counts, e.g. --threads 1,2")]
+    BadThreads,
+    /// The weights to time could not be read.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// A tensor operation failed.
+    #[error("model: {0}")]
+    Model(#[from] candle_core::Error),
+    /// The child process could not be started.
+    #[error("cannot run the benchmark process: {0}")]
+    Spawn(std::io::Error),
+    /// The child process failed or printed no report.
+    #[error("benchmark with {threads} thread(s) failed: {reason}")]
+    Child { threads: usize, reason: String },
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    /// Weights to time; `None`: randomly initialised (speed does not depend on the values).
+    pub weights: Option<PathBuf>,
+    /// Timed repetitions at batch 32 (batch 1 runs 4× as many).
+    pub reps: usize,
+    /// Also time training steps.
+    pub train: bool,
+}
 
 /// Median and spread of repeated timings, in milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +123,87 @@ fn random_targets(n: usize, device: &Device) -> Result<Targets> {
         valence_arousal: Tensor::zeros((n, 2), candle_core::DType::F32, device)?,
         va_mask: Tensor::ones(n, candle_core::DType::F32, device)?,
     })
+}
+
+/// Measures in this process (the child's side): loads the model and runs [`run`].
+pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, BenchError> {
+    let device = Device::Cpu;
+    let model = match &options.weights {
+        Some(path) => AffectModel::load(path, &device)?,
+        None => {
+            let varmap = candle_nn::VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
+            AffectModel::new(vb, ModelMeta::default())?
+        }
+    };
+    Ok(run(&model, &device, options.reps, options.train)?)
+}
+
+/// Measures at each thread count in a child process of `exe` (this program, which must
+/// answer `bench --child` with [`run_here`]'s report as JSON); `on_report` sees each report
+/// as it arrives.
+pub fn run_per_thread_count(
+    exe: &Path,
+    threads: &[usize],
+    options: &BenchOptions,
+    mut on_report: impl FnMut(&BenchReport),
+) -> std::result::Result<Vec<BenchReport>, BenchError> {
+    if threads.is_empty() || threads.contains(&0) {
+        return Err(BenchError::BadThreads);
+    }
+    let mut reports = Vec::new();
+    for &n in threads {
+        log::info!("benchmarking with {n} thread(s)…");
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["bench", "--child", "--reps", &options.reps.to_string()])
+            .env("RAYON_NUM_THREADS", n.to_string())
+            .env("CANDLE_NUM_THREADS", n.to_string());
+        if let Some(w) = &options.weights {
+            cmd.arg("--weights").arg(w);
+        }
+        if !options.train {
+            cmd.arg("--no-train");
+        }
+        let out = cmd.output().map_err(BenchError::Spawn)?;
+        let failed = |reason: String| BenchError::Child { threads: n, reason };
+        if !out.status.success() {
+            return Err(failed(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        let report: BenchReport = serde_json::from_slice(&out.stdout)
+            .map_err(|e| failed(format!("it printed no report ({e})")))?;
+        on_report(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+impl BenchReport {
+    /// The report as an aligned block of text.
+    pub fn summary(&self) -> String {
+        let t = |t: &Timing| format!("{:8.2} ms  [{:.2}–{:.2}]", t.median_ms, t.min_ms, t.max_ms);
+        let mut lines = vec![
+            format!(
+                "threads {}  input {}×{}",
+                self.threads, self.input_size, self.input_size
+            ),
+            format!("  batch 1                 {}", t(&self.batch1)),
+            format!(
+                "  batch 32                {}  = {:.2} ms/image",
+                t(&self.batch32),
+                self.batch32_per_image_ms
+            ),
+            format!("  peak RSS                {:8.0} MB", self.peak_rss_mb),
+        ];
+        if let Some(full) = &self.train_step_full {
+            lines.push(format!("  train step, all         {}", t(full)));
+        }
+        if let Some(last4) = &self.train_step_last4 {
+            lines.push(format!("  train step, last 4      {}", t(last4)));
+        }
+        lines.join("\n")
+    }
 }
 
 /// Runs every measurement on `model` with the current thread pool.

@@ -1,11 +1,17 @@
-//! Command-line arguments: one struct per subcommand.
+//! Command-line arguments: one struct per subcommand, and their conversion into the library's
+//! configurations (defaults are the library's constants).
 
-use crate::capture::Source;
+use crate::bench::BenchOptions;
+use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
 use crate::data::{Format, LabelMode};
 use crate::eval::run::Split;
 use crate::model::mobilenetv2::NUM_BLOCKS;
 use crate::model::preprocess::ColorMode;
 use crate::model::DeviceChoice;
+use crate::pipeline::{
+    Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECT_EVERY, DEFAULT_DETECT_WIDTH,
+};
+use crate::record::DEFAULT_QP;
 use crate::train::fit::{ClassWeights, Task};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,14 +57,14 @@ pub struct PipelineArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Run the face detector on every N-th frame; tracking carries faces in between.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_DETECT_EVERY, value_parser = clap::value_parser!(u32).range(1..))]
     pub detect_every: u32,
     /// Faces classified per frame at most, longest-waiting first (new faces always); the
     /// others show their smoothed result until their turn. Raise it on faster machines.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_CLASSIFY_PER_FRAME as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub classify_per_frame: u32,
     /// Width frames are downscaled to for face detection (smaller: faster, misses small faces).
-    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u32).range(80..))]
+    #[arg(long, default_value_t = DEFAULT_DETECT_WIDTH, value_parser = clap::value_parser!(u32).range(80..))]
     pub detect_width: u32,
     /// Write one record per face per frame: JSON Lines, or CSV if the name ends in .csv.
     #[arg(long, value_name = "FILE")]
@@ -70,10 +76,10 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub max_frames: Option<u64>,
     /// Frame rate for image sources (a folder of images or one image).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = DEFAULT_FPS)]
     pub fps: f64,
     /// H.264 quantiser of recordings, 10–51: lower is better quality and larger files.
-    #[arg(long, default_value_t = 26, value_parser = clap::value_parser!(u8).range(10..=51))]
+    #[arg(long, default_value_t = DEFAULT_QP, value_parser = clap::value_parser!(u8).range(10..=51))]
     pub qp: u8,
 }
 
@@ -85,8 +91,8 @@ pub struct LiveArgs {
     #[arg(long, default_value = "camera:0")]
     pub source: Source,
     /// Camera frame size to request, WIDTHxHEIGHT.
-    #[arg(long, default_value = "640x480", value_parser = parse_size)]
-    pub size: (u32, u32),
+    #[arg(long, default_value_t = DEFAULT_FRAME_SIZE)]
+    pub size: FrameSize,
     /// Run without a window (for machines with no display).
     #[arg(long)]
     pub headless: bool,
@@ -110,13 +116,41 @@ pub struct AnnotateArgs {
     pub output: PathBuf,
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let parsed = s
-        .split_once(['x', 'X'])
-        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
-    match parsed {
-        Some((w, h)) if w >= 16 && h >= 16 => Ok((w, h)),
-        _ => Err(format!("expected WIDTHxHEIGHT, e.g. 640x480, got {s:?}")),
+impl PipelineArgs {
+    fn config(&self, source: Source, mode: Mode) -> PipelineConfig {
+        let mut config = PipelineConfig::new(source, mode);
+        config.detect_every = self.detect_every;
+        config.classify_per_frame = self.classify_per_frame as usize;
+        config.detector.max_width = self.detect_width;
+        config.face_log = self.jsonl.clone();
+        config.max_frames = self.max_frames;
+        config.capture.fps = self.fps;
+        config.recorder.qp = self.qp;
+        config.recorder.fps = self.fps as f32;
+        config
+    }
+}
+
+impl From<&LiveArgs> for PipelineConfig {
+    fn from(args: &LiveArgs) -> Self {
+        let mode = Mode::Live {
+            window: !args.headless,
+        };
+        let mut config = args.pipeline.config(args.source.clone(), mode);
+        (config.capture.width, config.capture.height) = (args.size.width, args.size.height);
+        config.record = args.record.clone();
+        config.snapshot_dir = args.snapshot_dir.clone();
+        config
+    }
+}
+
+impl From<&AnnotateArgs> for PipelineConfig {
+    fn from(args: &AnnotateArgs) -> Self {
+        let source = Source::Path(args.input.clone());
+        let mut config = args.pipeline.config(source, Mode::Offline);
+        config.record = Some(args.output.clone());
+        config.progress = true;
+        config
     }
 }
 
@@ -277,4 +311,14 @@ pub struct BenchArgs {
     /// Internal: run one measurement in this process and print JSON.
     #[arg(long, hide = true)]
     pub child: bool,
+}
+
+impl From<&BenchArgs> for BenchOptions {
+    fn from(args: &BenchArgs) -> Self {
+        BenchOptions {
+            weights: args.weights.clone(),
+            reps: args.reps,
+            train: !args.no_train,
+        }
+    }
 }

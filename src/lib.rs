@@ -6,12 +6,15 @@
 
 pub mod bench;
 pub mod capture;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod detect;
 pub mod eval;
+pub mod geometry;
 pub mod model;
 pub mod pipeline;
+pub mod predict;
 pub mod progress;
 pub mod record;
 pub mod render;

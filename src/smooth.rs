@@ -3,8 +3,8 @@
 //! it changes only when another emotion clearly leads. Without it labels flicker frame to
 //! frame on ambiguous faces.
 
+use crate::geometry::FaceBox;
 use crate::model::labels::{most_probable, NUM_EMOTIONS};
-use crate::model::preprocess::FaceBox;
 use crate::model::Prediction;
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! match moves the predicted box part of the way to the detection, damping detector jitter.
 
 use crate::detect::Detection;
-use crate::model::preprocess::FaceBox;
+use crate::geometry::FaceBox;
 
 /// Tracker settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,27 +54,6 @@ pub struct Tracker {
     next_id: u64,
 }
 
-/// Intersection over union of two boxes.
-pub fn iou(a: &FaceBox, b: &FaceBox) -> f32 {
-    let w = (a.x + a.width).min(b.x + b.width) - a.x.max(b.x);
-    let h = (a.y + a.height).min(b.y + b.height) - a.y.max(b.y);
-    if w <= 0.0 || h <= 0.0 {
-        return 0.0;
-    }
-    let inter = w * h;
-    inter / (a.width * a.height + b.width * b.height - inter)
-}
-
-fn lerp(old: &FaceBox, new: &FaceBox, t: f32) -> FaceBox {
-    let mix = |a: f32, b: f32| a + (b - a) * t;
-    FaceBox {
-        x: mix(old.x, new.x),
-        y: mix(old.y, new.y),
-        width: mix(old.width, new.width),
-        height: mix(old.height, new.height),
-    }
-}
-
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
         Self {
@@ -99,11 +78,9 @@ impl Tracker {
         let dt = frame
             .saturating_sub(track.seen_at)
             .min(self.config.max_predict_frames) as f32;
-        FaceBox {
-            x: track.face.x + track.velocity.0 * dt,
-            y: track.face.y + track.velocity.1 * dt,
-            ..track.face
-        }
+        track
+            .face
+            .shifted(track.velocity.0 * dt, track.velocity.1 * dt)
     }
 
     /// One detection round on frame `frame`: greedy matching of the predicted boxes by
@@ -114,7 +91,7 @@ impl Tracker {
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (t, predicted) in predicted.iter().enumerate() {
             for (d, det) in detections.iter().enumerate() {
-                let overlap = iou(predicted, &det.face);
+                let overlap = predicted.iou(&det.face);
                 if overlap >= self.config.min_iou {
                     pairs.push((overlap, t, d));
                 }
@@ -130,7 +107,7 @@ impl Tracker {
             track_matched[t] = true;
             det_matched[d] = true;
             let track = &mut self.tracks[t];
-            let face = lerp(&predicted[t], &detections[d].face, self.config.box_update);
+            let face = predicted[t].lerp(&detections[d].face, self.config.box_update);
             if frame > track.seen_at {
                 let dt = (frame - track.seen_at) as f32;
                 let measured = ((face.x - track.face.x) / dt, (face.y - track.face.y) / dt);
@@ -176,14 +153,6 @@ mod tests {
             },
             score: 5.0,
         }
-    }
-
-    #[test]
-    fn iou_of_known_boxes() {
-        let a = det(0.0, 0.0, 10.0).face;
-        assert!((iou(&a, &a) - 1.0).abs() < 1e-6);
-        assert!((iou(&a, &det(5.0, 0.0, 10.0).face) - 50.0 / 150.0).abs() < 1e-6);
-        assert_eq!(iou(&a, &det(20.0, 0.0, 10.0).face), 0.0);
     }
 
     #[test]

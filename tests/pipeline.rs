@@ -5,10 +5,9 @@ mod common;
 
 use affectcam::capture::video::Mp4Source;
 use affectcam::capture::FrameSource;
+use affectcam::geometry::FaceBox;
 use affectcam::model::labels::{emotion_index, EMOTIONS};
-use affectcam::model::preprocess::FaceBox;
 use affectcam::model::AffectModel;
-use affectcam::track::iou;
 use common::clip;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -110,8 +109,8 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
                 .get(&(i as u64))
                 .into_iter()
                 .flatten()
-                .max_by(|a, b| iou(truth, &face_box(a)).total_cmp(&iou(truth, &face_box(b))));
-            if let Some(r) = best.filter(|r| iou(truth, &face_box(r)) >= 0.4) {
+                .max_by(|a, b| truth.iou(&face_box(a)).total_cmp(&truth.iou(&face_box(b))));
+            if let Some(r) = best.filter(|r| truth.iou(&face_box(r)) >= 0.4) {
                 found += 1;
                 ids_of_face[face].insert(r["id"].as_u64().unwrap());
             }

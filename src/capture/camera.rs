@@ -126,9 +126,11 @@ impl<C: RawCamera> FrameSource for CameraSource<C> {
                     if (w, h) != (self.format.width, self.format.height)
                         && self.size_mismatch.is_none()
                     {
-                        eprintln!(
-                            "warning: camera {} negotiated {}×{} but sends {w}×{h} frames",
-                            self.index, self.format.width, self.format.height
+                        log::warn!(
+                            "camera {} negotiated {}×{} but sends {w}×{h} frames",
+                            self.index,
+                            self.format.width,
+                            self.format.height
                         );
                         self.size_mismatch = Some((w, h));
                     }
@@ -205,8 +207,8 @@ pub fn open(
     if (n.width, n.height, n.fps) != (config.width, config.height, wanted.frame_rate())
         || got.format() != FrameFormat::MJPEG
     {
-        eprintln!(
-            "warning: asked camera {index} for {}×{} MJPEG at {} fps, it gives {}×{} {:?} at {} fps",
+        log::warn!(
+            "asked camera {index} for {}×{} MJPEG at {} fps, it gives {}×{} {:?} at {} fps",
             config.width,
             config.height,
             wanted.frame_rate(),

@@ -7,6 +7,7 @@ pub mod images;
 pub mod video;
 
 use image::RgbImage;
+use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,40 @@ impl FromStr for Source {
     }
 }
 
+/// Frame rate requested from cameras and used to play image sources, unless told otherwise.
+pub const DEFAULT_FPS: f64 = 30.0;
+/// Camera frame size requested unless told otherwise.
+pub const DEFAULT_FRAME_SIZE: FrameSize = FrameSize {
+    width: 640,
+    height: 480,
+};
+
+/// A frame size in pixels, written `WIDTHxHEIGHT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl fmt::Display for FrameSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl FromStr for FrameSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s
+            .split_once(['x', 'X'])
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+        match parsed {
+            Some((width, height)) if width >= 16 && height >= 16 => Ok(Self { width, height }),
+            _ => Err(format!("expected WIDTHxHEIGHT, e.g. 640x480, got {s:?}")),
+        }
+    }
+}
+
 /// What to ask a camera for; files keep their own size and rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CaptureConfig {
@@ -100,9 +135,9 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
-            width: 640,
-            height: 480,
-            fps: 30.0,
+            width: DEFAULT_FRAME_SIZE.width,
+            height: DEFAULT_FRAME_SIZE.height,
+            fps: DEFAULT_FPS,
         }
     }
 }

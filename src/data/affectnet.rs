@@ -5,8 +5,8 @@
 //! (AffectNet's "not annotated") for valence/arousal.
 
 use super::{one_hot, stratified_split, DataError, LoadOptions, Sample, Splits};
+use crate::geometry::FaceBox;
 use crate::model::labels::NUM_EMOTIONS;
-use crate::model::preprocess::FaceBox;
 use std::path::{Path, PathBuf};
 
 /// Sheet names tried first when given a folder.

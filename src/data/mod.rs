@@ -6,8 +6,9 @@ pub mod ferplus;
 pub mod folders;
 pub mod generic;
 
+use crate::geometry::FaceBox;
 use crate::model::labels::NUM_EMOTIONS;
-use crate::model::preprocess::{FaceBox, Preprocess};
+use crate::model::preprocess::Preprocess;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -49,9 +50,8 @@ pub enum DataError {
 }
 
 /// How FER+ crowd votes become targets.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelMode {
     /// Plurality vote; images where unknown/not-a-face wins, or with a tie, are dropped.
@@ -61,9 +61,8 @@ pub enum LabelMode {
 }
 
 /// Dataset layouts.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `FER2013{Train,Valid,Test}/label.csv` with 10 crowd votes.

@@ -38,7 +38,8 @@ pub enum EvalError {
 }
 
 /// Which split(s) of each dataset to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     Train,
     Valid,

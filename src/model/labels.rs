@@ -23,6 +23,15 @@ pub fn emotion_index(name: &str) -> Option<usize> {
     EMOTIONS.iter().position(|&e| e == canonical)
 }
 
+/// Probabilities as a JSON object keyed by class name, in AffectNet order.
+pub fn probs_json(probs: &[f32]) -> serde_json::Map<String, serde_json::Value> {
+    EMOTIONS
+        .iter()
+        .zip(probs)
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect()
+}
+
 /// Index of the largest probability (the first on ties, as numpy's argmax).
 pub fn most_probable(probs: &[f32]) -> usize {
     probs

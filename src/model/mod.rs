@@ -105,7 +105,8 @@ impl AffectModel {
 }
 
 /// Which device runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// CUDA when this build has it and a GPU is present, else the CPU.
     Auto,

@@ -1,6 +1,7 @@
 //! The one preprocessing path shared by training, evaluation and live use: square face crop
 //! with a margin, resize, colour mode, scaling to [-1, 1], NHWC batch.
 
+use crate::geometry::FaceBox;
 use candle_core::{Device, Result, Tensor};
 use image::{imageops, GrayImage, RgbImage};
 use std::fmt;
@@ -36,15 +37,6 @@ impl FromStr for ColorMode {
     }
 }
 
-/// A face box in pixels of the full frame.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FaceBox {
-    pub x: f32,
-    pub y: f32,
-    pub width: f32,
-    pub height: f32,
-}
-
 /// Preprocessing settings, stored in every weights file's metadata.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preprocess {
@@ -70,8 +62,7 @@ impl Preprocess {
     /// Square crop around `face` widened by the margin; parts outside the frame are black.
     pub fn crop_face(&self, frame: &RgbImage, face: FaceBox) -> RgbImage {
         let side = face.width.max(face.height) * (1.0 + 2.0 * self.crop_margin);
-        let cx = face.x + face.width / 2.0;
-        let cy = face.y + face.height / 2.0;
+        let (cx, cy) = face.center();
         let (x0, y0) = (
             (cx - side / 2.0).round() as i64,
             (cy - side / 2.0).round() as i64,

@@ -1,9 +1,10 @@
 //! Per-face, per-frame results to a file: JSON Lines, or CSV when the name ends in `.csv`.
 //! Probabilities, valence and arousal are the smoothed values that are shown; `raw` (JSONL
 //! only) holds the face's latest model output, with `this_frame` telling whether it was
-//! computed on this frame (faces are classified every `--classify-every` frames).
+//! computed on this frame (a few faces are classified per frame, the others keep their last
+//! result; see `--classify-per-frame`).
 
-use crate::model::labels::EMOTIONS;
+use crate::model::labels::{probs_json, EMOTIONS};
 use crate::smooth::FaceResult;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,14 +20,6 @@ pub struct FaceLog {
     path: PathBuf,
     sink: Sink,
     records: u64,
-}
-
-fn probs_map(probs: &[f32]) -> serde_json::Map<String, serde_json::Value> {
-    EMOTIONS
-        .iter()
-        .zip(probs)
-        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-        .collect()
 }
 
 impl FaceLog {
@@ -73,13 +66,13 @@ impl FaceLog {
                         "time_s": time.as_secs_f64(),
                         "id": face.id,
                         "box": [b.x, b.y, b.width, b.height],
-                        "probs": probs_map(&s.probs),
+                        "probs": probs_json(&s.probs),
                         "label": EMOTIONS[face.label],
                         "confidence": face.confidence,
                         "valence": s.valence,
                         "arousal": s.arousal,
                         "raw": {
-                            "probs": probs_map(&face.raw.probs),
+                            "probs": probs_json(&face.raw.probs),
                             "label": EMOTIONS[face.raw.label()],
                             "valence": face.raw.valence,
                             "arousal": face.raw.arousal,

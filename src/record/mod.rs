@@ -3,5 +3,5 @@
 pub mod facelog;
 pub mod mp4;
 
-pub use self::mp4::{Mp4Recorder, RecordError, RecorderConfig, RecordingSummary};
+pub use self::mp4::{Mp4Recorder, RecordError, RecorderConfig, RecordingSummary, DEFAULT_QP};
 pub use facelog::FaceLog;

@@ -41,6 +41,9 @@ pub enum RecordError {
     },
 }
 
+/// H.264 quantiser of recordings unless told otherwise: visually clean at webcam sizes.
+pub const DEFAULT_QP: u8 = 26;
+
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecorderConfig {
@@ -55,8 +58,8 @@ pub struct RecorderConfig {
 impl Default for RecorderConfig {
     fn default() -> Self {
         Self {
-            qp: 26,
-            fps: 30.0,
+            qp: DEFAULT_QP,
+            fps: crate::capture::DEFAULT_FPS as f32,
             keyframe_interval: 60,
         }
     }

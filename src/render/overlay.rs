@@ -186,7 +186,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::preprocess::FaceBox;
+    use crate::geometry::FaceBox;
     use crate::model::Prediction;
 
     #[test]

@@ -1,7 +1,7 @@
 //! Synthetic test clips: real face photos pasted onto a 640×480 background at known, slowly
 //! moving positions, encoded to H.264 MP4 by affectcam's own recorder.
 
-use affectcam::model::preprocess::FaceBox;
+use affectcam::geometry::FaceBox;
 use affectcam::record::{Mp4Recorder, RecorderConfig};
 use image::{imageops, Rgb, RgbImage};
 use std::path::Path;

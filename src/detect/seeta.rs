@@ -1,12 +1,16 @@
-//! Face detection with rustface (SeetaFace frontal cascade, BSD-2-Clause; its model ships
-//! inside the rustface crate and is embedded at build time). Detection runs on a downscaled
+//! rustface (SeetaFace frontal cascade, BSD-2-Clause; its model ships inside the rustface
+//! crate and is embedded at build time). Detection runs on a downscaled
 //! grayscale copy of the frame: rustface costs ~60 ms at 640×480 and ~18 ms at 320×240.
 //! The detector is not `Send`: create it in the thread that uses it.
 
-use crate::model::preprocess::FaceBox;
+use super::Detection;
+use crate::geometry::FaceBox;
 use image::{imageops, RgbImage};
 
 static SEETA_MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seeta_fd_frontal_v1.0.bin"));
+
+/// Width photos are downscaled to for detection unless told otherwise (faces from ~40 px).
+pub const PHOTO_DETECT_WIDTH: u32 = 320;
 
 /// Detector settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,19 +28,12 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
-            max_width: 320,
+            max_width: PHOTO_DETECT_WIDTH,
             min_score: 2.0,
             pyramid_scale: 0.8,
             window_step: 4,
         }
     }
-}
-
-/// A face found in a frame, in full-frame pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Detection {
-    pub face: FaceBox,
-    pub score: f64,
 }
 
 pub struct FaceDetector {

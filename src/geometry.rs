@@ -1,0 +1,82 @@
+//! The ground floor: face boxes in frame pixels and the arithmetic on them that detection,
+//! tracking, the model's crops, data and rendering share.
+
+/// A face box in pixels of the full frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceBox {
+    pub x: f32,
+    pub y: f32,
+    pub width: f32,
+    pub height: f32,
+}
+
+impl FaceBox {
+    /// Intersection over union with `other` (0 when they do not overlap).
+    pub fn iou(&self, other: &FaceBox) -> f32 {
+        let w = (self.x + self.width).min(other.x + other.width) - self.x.max(other.x);
+        let h = (self.y + self.height).min(other.y + other.height) - self.y.max(other.y);
+        if w <= 0.0 || h <= 0.0 {
+            return 0.0;
+        }
+        let inter = w * h;
+        inter / (self.width * self.height + other.width * other.height - inter)
+    }
+
+    /// The box a fraction `t` of the way from `self` to `other` (0: self, 1: other).
+    pub fn lerp(&self, other: &FaceBox, t: f32) -> FaceBox {
+        let mix = |a: f32, b: f32| a + (b - a) * t;
+        FaceBox {
+            x: mix(self.x, other.x),
+            y: mix(self.y, other.y),
+            width: mix(self.width, other.width),
+            height: mix(self.height, other.height),
+        }
+    }
+
+    /// The same box moved by `(dx, dy)` pixels.
+    pub fn shifted(&self, dx: f32, dy: f32) -> FaceBox {
+        FaceBox {
+            x: self.x + dx,
+            y: self.y + dy,
+            ..*self
+        }
+    }
+
+    /// The box's centre.
+    pub fn center(&self) -> (f32, f32) {
+        (self.x + self.width / 2.0, self.y + self.height / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn square(x: f32, y: f32, side: f32) -> FaceBox {
+        FaceBox {
+            x,
+            y,
+            width: side,
+            height: side,
+        }
+    }
+
+    #[test]
+    fn iou_of_known_boxes() {
+        let a = square(0.0, 0.0, 10.0);
+        assert_eq!(a.iou(&a), 1.0);
+        assert_eq!(a.iou(&square(20.0, 0.0, 10.0)), 0.0);
+        // Half overlap: 50 / (100 + 100 - 50).
+        assert!((a.iou(&square(5.0, 0.0, 10.0)) - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lerp_and_shift() {
+        let (a, b) = (square(0.0, 0.0, 10.0), square(10.0, 20.0, 30.0));
+        assert_eq!(a.lerp(&b, 0.0), a);
+        assert_eq!(a.lerp(&b, 1.0), b);
+        assert_eq!(a.lerp(&b, 0.5), square(5.0, 10.0, 20.0));
+        assert_eq!(a.shifted(1.0, 2.0), square(1.0, 2.0, 10.0));
+        assert_eq!(b.center(), (25.0, 35.0));
+    }
+}
