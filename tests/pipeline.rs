@@ -3,6 +3,7 @@
 
 mod common;
 
+use affectcam::capture::demux::read_video_track;
 use affectcam::capture::video::Mp4Source;
 use affectcam::capture::FrameSource;
 use affectcam::geometry::FaceBox;
@@ -267,13 +268,9 @@ fn bad_inputs_end_in_one_clear_error() {
 /// Overwrites the NAL length prefix of sample `index` (1-based) so it runs past the sample.
 fn damage_sample(path: &Path, index: u32) {
     let bytes = std::fs::read(path).unwrap();
-    let mut reader =
-        mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
-    let sample = reader.read_sample(1, index).unwrap().unwrap();
-    let at = bytes
-        .windows(sample.bytes.len())
-        .position(|w| w == &sample.bytes[..])
-        .unwrap();
+    let mut cursor = std::io::Cursor::new(&bytes);
+    let track = read_video_track(&mut cursor, bytes.len() as u64).unwrap();
+    let at = track.samples[index as usize - 1].offset as usize;
     let mut damaged = bytes.clone();
     damaged[at..at + 4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
     std::fs::write(path, damaged).unwrap();
