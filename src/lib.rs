@@ -13,6 +13,7 @@ pub mod detect;
 pub mod eval;
 pub mod geometry;
 pub mod model;
+pub mod picture;
 pub mod pipeline;
 pub mod predict;
 pub mod progress;

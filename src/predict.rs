@@ -67,12 +67,10 @@ pub fn predict_photo(
     device: &Device,
     detector: Option<&mut FaceDetector>,
 ) -> Result<Vec<PhotoFace>, PredictError> {
-    let img = image::open(path)
-        .map_err(|e| PredictError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .to_rgb8();
+    let img = crate::picture::open(path).map_err(|e| PredictError::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let faces: Vec<Option<FaceBox>> = match detector {
         Some(detector) => detector
             .detect(&img)

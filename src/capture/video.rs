@@ -17,9 +17,13 @@ use std::time::Duration;
 /// Annex-B start code that OpenH264 expects in front of every NAL unit.
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
+/// Where an MP4 file's bytes come from: a file, or memory (tests, fuzzing).
+pub trait MediaReader: Read + Seek {}
+impl<T: Read + Seek> MediaReader for T {}
+
 pub struct Mp4Source {
     path: PathBuf,
-    file: BufReader<File>,
+    file: Box<dyn MediaReader>,
     timescale: u32,
     samples: Vec<Sample>,
     next_sample: usize,
@@ -43,16 +47,24 @@ pub struct Mp4Source {
 
 impl Mp4Source {
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let fail = |reason: String| CaptureError::Video {
-            path: path.to_path_buf(),
-            reason,
-        };
         let file = File::open(path).map_err(|source| CaptureError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut file = BufReader::new(file);
+        Self::from_reader(path, Box::new(BufReader::new(file)), len)
+    }
+
+    /// Reads an MP4 file of `len` bytes from `file`; `path` names it in messages.
+    pub fn from_reader(
+        path: &Path,
+        mut file: Box<dyn MediaReader>,
+        len: u64,
+    ) -> Result<Self, CaptureError> {
+        let fail = |reason: String| CaptureError::Video {
+            path: path.to_path_buf(),
+            reason,
+        };
         let track = read_video_track(&mut file, len).map_err(|e| match e {
             DemuxError::Codec(found) => CaptureError::Unsupported {
                 path: path.to_path_buf(),

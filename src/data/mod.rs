@@ -244,15 +244,14 @@ pub fn decode(
     let decoded: Vec<Result<FacePixels, DataError>> = samples
         .par_iter()
         .map(|s| {
-            let result = image::open(&s.image)
+            let result = crate::picture::open(&s.image)
                 .map_err(|e| DataError::BadImage {
                     file: s.origin.0.clone(),
                     line: s.origin.1,
                     image: s.image.clone(),
                     reason: e.to_string(),
                 })
-                .map(|img| {
-                    let rgb = img.to_rgb8();
+                .map(|rgb| {
                     let face = match s.face {
                         Some(b) => pre.crop_face(&rgb, b),
                         None => rgb,
