@@ -54,12 +54,7 @@ impl ActivationCache {
         for chunk in faces.chunks(64) {
             let mut per_view = Vec::with_capacity(views);
             for mirror in [false, true].into_iter().take(views) {
-                let mut pixels = Vec::new();
-                for face in chunk {
-                    pre.push_input(face, mirror, &mut pixels);
-                }
-                let s = pre.input_size;
-                let images = Tensor::from_vec(pixels, (chunk.len(), s, s, 3), device)?;
+                let images = pre.batch_of(chunk.iter().map(|f| (&f[..], mirror)), device)?;
                 let act = trainer.frozen_forward(&images)?;
                 per_view.push(act.flatten_from(1)?.to_vec2::<f32>()?);
             }

@@ -213,12 +213,11 @@ fn batch_images(
     pre: &Preprocess,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let s = pre.input_size;
-    let mut pixels = Vec::with_capacity(indices.len() * s * s * 3);
-    for (&i, &m) in indices.iter().zip(mirrored) {
-        pre.push_input(&set.faces[i], m, &mut pixels);
-    }
-    Tensor::from_vec(pixels, (indices.len(), s, s, 3), device)
+    let faces = indices
+        .iter()
+        .zip(mirrored)
+        .map(|(&i, &m)| (&set.faces[i][..], m));
+    pre.batch_of(faces, device)
 }
 
 /// A batch's targets; tasks a sample has no label for (or that do not train) weigh 0.
