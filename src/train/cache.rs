@@ -5,6 +5,7 @@
 use super::{Finetune, Trainer};
 use crate::data::FacePixels;
 use crate::model::preprocess::Preprocess;
+use crate::run_error::RunError;
 use candle_core::{Device, Result, Tensor};
 use half::f16;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ impl ActivationCache {
         with_mirror: bool,
         dir: &Path,
         what: &str,
-    ) -> std::result::Result<Self, super::fit::TrainError> {
+    ) -> std::result::Result<Self, RunError> {
         let device = trainer.device();
         let views = if with_mirror { 2 } else { 1 };
         let shape = boundary_shape(trainer.finetune, pre.input_size);

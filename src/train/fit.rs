@@ -3,13 +3,14 @@
 
 use super::cache::ActivationCache;
 use super::{Finetune, LearningRates, Targets, Trainer};
-use crate::data::{self, DataError, FacePixels, Format, LabelMode, LoadOptions, Sample};
+use crate::data::{self, FacePixels, Format, LabelMode, LoadOptions, Sample};
 use crate::eval::{self, metrics::EvalReport};
 use crate::model::labels::{EMOTIONS, NUM_EMOTIONS};
 use crate::model::preprocess::{ColorMode, Preprocess};
-use crate::model::weights::{self, WeightsError};
+use crate::model::weights;
 use crate::model::ModelMeta;
-use crate::report::{self, ReportError};
+use crate::report;
+use crate::run_error::{io_err, RunError};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -18,32 +19,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Errors of a training run.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// Reading a dataset failed.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// Reading the initial weights or writing the result failed.
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
-    /// A tensor operation failed.
-    #[error("model: {0}")]
-    Model(#[from] candle_core::Error),
-    /// Writing a plot failed.
-    #[error(transparent)]
-    Report(#[from] ReportError),
-    /// Writing into the run directory failed.
-    #[error("{path}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The settings cannot work together.
-    #[error("{0}")]
-    Config(String),
-}
 
 /// Which heads learn.
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -157,13 +132,6 @@ pub struct FitOutcome {
     /// Test-split report of each data source.
     pub test_reports: Vec<(PathBuf, EvalReport)>,
     pub weights: PathBuf,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The git commit of the source tree this binary was built from, if known.
@@ -294,7 +262,7 @@ struct Sources {
 }
 
 /// Reads, limits and decodes every source.
-fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, TrainError> {
+fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, RunError> {
     let opts = LoadOptions {
         format: cfg.format,
         label_mode: cfg.label_mode,
@@ -308,7 +276,7 @@ fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, TrainErr
         let splits = data::load(path, &opts)?;
         skipped.extend(splits.skipped);
         let name = source_name(path);
-        let mut decode = |mut samples: Vec<Sample>, split: &str| -> Result<FaceSet, TrainError> {
+        let mut decode = |mut samples: Vec<Sample>, split: &str| -> Result<FaceSet, RunError> {
             if let Some(n) = cfg.limit {
                 samples.truncate(n);
             }
@@ -322,7 +290,7 @@ fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, TrainErr
         tests.push((path.clone(), decode(splits.test, "test")?));
     }
     if train.samples.is_empty() || valid.samples.is_empty() {
-        return Err(TrainError::Config(
+        return Err(RunError::Config(
             "the data has no training or no validation samples".into(),
         ));
     }
@@ -350,7 +318,7 @@ fn metric(r: &EvalReport, f: impl Fn(&EvalReport) -> Option<f64>) -> f64 {
 }
 
 /// Runs a whole training as configured, writing everything into `cfg.out`.
-pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError> {
+pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(io_err(&cfg.out))?;
     let pre = cfg.preprocess();
@@ -378,7 +346,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
         }
         None => HashMap::new(),
     };
-    let recipe = serde_json::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+    let recipe = serde_json::to_string(cfg).map_err(|e| RunError::Config(e.to_string()))?;
     let meta = ModelMeta {
         preprocess: pre,
         recipe: recipe.clone(),
@@ -394,7 +362,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
     let pretty = serde_json::to_string_pretty(&serde_json::json!({
         "config": cfg, "commit": meta.commit, "class_weights": weights_by_class,
     }))
-    .map_err(|e| TrainError::Config(e.to_string()))?;
+    .map_err(|e| RunError::Config(e.to_string()))?;
     std::fs::write(&recipe_path, pretty).map_err(io_err(&recipe_path))?;
 
     let caches = match finetune {
@@ -514,7 +482,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
     }
     // The best epoch's weights were written when it was reached.
     let (_, best_epoch, tensors) =
-        best.ok_or_else(|| TrainError::Config("--epochs must be at least 1".into()))?;
+        best.ok_or_else(|| RunError::Config("--epochs must be at least 1".into()))?;
     let weights_path = cfg.out.join("weights.safetensors");
     let model = crate::model::AffectModel::from_tensors(tensors, meta, device)?;
     let mut test_reports = Vec::new();
@@ -527,7 +495,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
         let report = eval::score(&set.samples, &preds);
         let json_path = cfg.out.join(format!("eval_test_{name}.json"));
         let json =
-            serde_json::to_string_pretty(&report).map_err(|e| TrainError::Config(e.to_string()))?;
+            serde_json::to_string_pretty(&report).map_err(|e| RunError::Config(e.to_string()))?;
         std::fs::write(&json_path, json).map_err(io_err(&json_path))?;
         if let Some(c) = &report.classification {
             report::plot_confusion_matrix(
@@ -552,37 +520,27 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, TrainError>
     })
 }
 
-fn write_history(out: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
+fn write_history(out: &Path, history: &[EpochRecord]) -> Result<(), RunError> {
     let path = out.join("history.csv");
-    let mut w = csv::Writer::from_path(&path).map_err(|e| TrainError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e),
-    })?;
+    let mut w = csv::Writer::from_path(&path).map_err(io_err(&path))?;
     for r in history {
-        w.serialize(r).map_err(|e| TrainError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        w.serialize(r).map_err(io_err(&path))?;
     }
     w.flush().map_err(io_err(&path))
 }
 
 /// Reads a run's `history.csv`.
-pub fn read_history(out: &Path) -> Result<Vec<EpochRecord>, TrainError> {
+pub fn read_history(out: &Path) -> Result<Vec<EpochRecord>, RunError> {
     let path = out.join("history.csv");
-    let csv_err = |e: csv::Error| TrainError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e),
-    };
     csv::Reader::from_path(&path)
-        .map_err(csv_err)?
+        .map_err(io_err(&path))?
         .deserialize()
         .collect::<Result<_, _>>()
-        .map_err(csv_err)
+        .map_err(io_err(&path))
 }
 
 /// Draws a run's training curves (`loss.png`, `accuracy.png`, `va_ccc.png`) into `out`.
-pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
+pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), RunError> {
     let epochs: Vec<usize> = history.iter().map(|r| r.epoch).collect();
     let col = |f: fn(&EpochRecord) -> f64| history.iter().map(f).collect::<Vec<f64>>();
     let (tl, vl) = (col(|r| r.train_loss), col(|r| r.val_loss));
