@@ -42,7 +42,7 @@ impl ActivationCache {
         let expected = faces.len() * views * width * 2;
         if let Ok(bytes) = std::fs::read(&path) {
             if bytes.len() == expected {
-                eprintln!("{what}: using cached activations {}", path.display());
+                log::info!("{what}: using cached activations {}", path.display());
                 let data = bytes
                     .chunks_exact(2)
                     .map(|b| f16::from_le_bytes([b[0], b[1]]))
@@ -73,10 +73,7 @@ impl ActivationCache {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         // A cache that cannot be written only costs time next run.
         if let Err(e) = std::fs::write(&path, bytes) {
-            eprintln!(
-                "warning: cannot write activation cache {}: {e}",
-                path.display()
-            );
+            log::warn!("cannot write activation cache {}: {e}", path.display());
         }
         Ok(Self { shape, views, data })
     }

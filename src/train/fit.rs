@@ -328,7 +328,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
         tests,
         skipped,
     } = load_sources(cfg, &pre)?;
-    eprintln!(
+    log::info!(
         "data: {} train, {} valid, {} test faces; {} rows skipped",
         train.samples.len(),
         valid.samples.len(),
@@ -425,7 +425,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
             bar.set_message(format!("loss {:.4}", loss_sum / batches as f64));
             // Logs (no terminal) get a line every tenth of an epoch instead of a bar.
             if bar.is_hidden() && batches % steps.div_ceil(10).max(1) == 0 {
-                eprintln!(
+                log::info!(
                     "epoch {epoch}: {batches}/{steps} steps, loss {:.4}, {:.0} s",
                     loss_sum / batches as f64,
                     epoch_start.elapsed().as_secs_f64()
@@ -447,7 +447,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
             val_arousal_ccc: metric(&report, |r| r.arousal.as_ref().and_then(|v| v.ccc)),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        eprintln!(
+        log::info!(
             "epoch {epoch}: loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} F1 {:.3} CCC v {:.3} a {:.3} ({:.0} s)",
             record.train_loss, record.train_accuracy, record.val_loss, record.val_accuracy,
             record.val_f1_macro, record.val_valence_ccc, record.val_arousal_ccc, record.seconds
@@ -473,7 +473,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
             .as_ref()
             .is_some_and(|(_, e, _)| epoch - e >= cfg.patience)
         {
-            eprintln!(
+            log::info!(
                 "early stop: no validation improvement for {} epochs",
                 cfg.patience
             );
@@ -507,7 +507,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
         }
         test_reports.push((path.clone(), report));
     }
-    eprintln!(
+    log::info!(
         "best epoch {best_epoch}; weights in {}; {:.1} min",
         weights_path.display(),
         started.elapsed().as_secs_f64() / 60.0
