@@ -6,6 +6,7 @@ use affectcam::cli::{
 use affectcam::data::LoadOptions;
 use affectcam::detect::{DetectorConfig, FaceDetector};
 use affectcam::eval::run::EvalOptions;
+use affectcam::model::preprocess::Preprocess;
 use affectcam::model::{select_device, AffectModel};
 use affectcam::pipeline::{self, PipelineConfig};
 use affectcam::predict::predict_photo;
@@ -178,9 +179,8 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
         }
     };
     let cfg = TrainConfig {
+        load: load_options(&args.data),
         data: args.data.data,
-        format: args.data.format,
-        label_mode: args.data.label_mode,
         task: args.task,
         epochs: args.epochs,
         batch_size: args.batch_size.max(1),
@@ -194,14 +194,14 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
         },
         finetune_blocks: args.finetune_blocks.0,
         init,
-        color: args.color,
-        crop_margin: args.crop_margin,
-        input_size: args.input_size,
+        preprocess: Preprocess {
+            input_size: args.input_size,
+            color: args.color,
+            crop_margin: args.crop_margin,
+        },
         mirror: !args.no_mirror,
         va_repeat: args.va_repeat.max(1),
-        seed: args.data.seed,
         limit: args.limit,
-        skip_bad: args.data.skip_bad,
         out: args.out,
         cache_dir: args.cache_dir,
     };

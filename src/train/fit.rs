@@ -3,10 +3,10 @@
 
 use super::cache::ActivationCache;
 use super::{Finetune, LearningRates, Targets, Trainer};
-use crate::data::{self, FacePixels, Format, LabelMode, LoadOptions, Sample};
+use crate::data::{self, FacePixels, LoadOptions, Sample};
 use crate::eval::{self, metrics::EvalReport};
 use crate::model::labels::{EMOTIONS, NUM_EMOTIONS};
-use crate::model::preprocess::{ColorMode, Preprocess};
+use crate::model::preprocess::Preprocess;
 use crate::model::weights;
 use crate::model::ModelMeta;
 use crate::report;
@@ -46,8 +46,9 @@ pub enum ClassWeights {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub data: Vec<PathBuf>,
-    pub format: Option<Format>,
-    pub label_mode: LabelMode,
+    /// How the data sources are read (layout, label mode, bad rows, seed).
+    #[serde(flatten)]
+    pub load: LoadOptions,
     pub task: Task,
     pub epochs: usize,
     pub batch_size: usize,
@@ -59,16 +60,14 @@ pub struct TrainConfig {
     pub finetune_blocks: Option<usize>,
     /// ImageNet MobileNetV2 file to start from; `None` trains from scratch.
     pub init: Option<PathBuf>,
-    pub color: ColorMode,
-    pub crop_margin: f32,
-    pub input_size: usize,
+    /// How faces become network inputs; stored with the weights.
+    #[serde(flatten)]
+    pub preprocess: Preprocess,
     pub mirror: bool,
     /// Times each valence/arousal-labelled training sample is seen per epoch (they are rare).
     pub va_repeat: usize,
-    pub seed: u64,
     /// Use at most this many samples per split of each source (quick runs and tests).
     pub limit: Option<usize>,
-    pub skip_bad: bool,
     pub out: PathBuf,
     /// Where frozen-trunk activations are cached between runs.
     pub cache_dir: PathBuf,
@@ -79,14 +78,6 @@ impl TrainConfig {
         match self.finetune_blocks {
             None => Finetune::All,
             Some(n) => Finetune::last_blocks(n),
-        }
-    }
-
-    fn preprocess(&self) -> Preprocess {
-        Preprocess {
-            input_size: self.input_size,
-            color: self.color,
-            crop_margin: self.crop_margin,
         }
     }
 }
@@ -263,17 +254,11 @@ struct Sources {
 
 /// Reads, limits and decodes every source.
 fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, RunError> {
-    let opts = LoadOptions {
-        format: cfg.format,
-        label_mode: cfg.label_mode,
-        skip_bad: cfg.skip_bad,
-        seed: cfg.seed,
-    };
     let (mut train, mut valid) = (FaceSet::default(), FaceSet::default());
     let mut tests = Vec::new();
     let mut skipped = Vec::new();
     for path in &cfg.data {
-        let splits = data::load(path, &opts)?;
+        let splits = data::load(path, &cfg.load)?;
         skipped.extend(splits.skipped);
         let name = source_name(path);
         let mut decode = |mut samples: Vec<Sample>, split: &str| -> Result<FaceSet, RunError> {
@@ -281,7 +266,7 @@ fn load_sources(cfg: &TrainConfig, pre: &Preprocess) -> Result<Sources, RunError
                 samples.truncate(n);
             }
             let what = format!("{name} {split}");
-            let (samples, faces, bad) = data::decode(samples, pre, cfg.skip_bad, &what)?;
+            let (samples, faces, bad) = data::decode(samples, pre, cfg.load.skip_bad, &what)?;
             skipped.extend(bad);
             Ok(FaceSet { samples, faces })
         };
@@ -321,7 +306,7 @@ fn metric(r: &EvalReport, f: impl Fn(&EvalReport) -> Option<f64>) -> f64 {
 pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(io_err(&cfg.out))?;
-    let pre = cfg.preprocess();
+    let pre = cfg.preprocess;
     let Sources {
         train,
         valid,
@@ -386,7 +371,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
             )?,
         )),
     };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.load.seed);
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
     for epoch in 1..=cfg.epochs {
