@@ -12,7 +12,7 @@ use crate::pipeline::{
     Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECT_EVERY, DEFAULT_DETECT_WIDTH,
 };
 use crate::record::DEFAULT_QP;
-use crate::train::fit::{ClassWeights, Task};
+use crate::train::config::{ClassWeights, Task};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
