@@ -27,6 +27,9 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The ImageNet weights training should start from are not there.
+    #[error("ImageNet weights not found at {0}; pass --init FILE or --init none")]
+    InitNotFound(PathBuf),
     /// The training settings cannot work together.
     #[error("{0}")]
     Config(String),

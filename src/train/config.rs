@@ -4,6 +4,7 @@
 use super::{Finetune, LearningRates};
 use crate::data::LoadOptions;
 use crate::model::preprocess::Preprocess;
+use crate::run_error::RunError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -61,6 +62,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Fails on a missing `init` file before any data is read.
+    pub fn check(&self) -> Result<(), RunError> {
+        match &self.init {
+            Some(path) if !path.is_file() => Err(RunError::InitNotFound(path.clone())),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn finetune(&self) -> Finetune {
         match self.finetune_blocks {
             None => Finetune::All,

@@ -29,6 +29,7 @@ pub struct FitOutcome {
 /// Runs a whole training as configured, writing everything into `cfg.out`.
 pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
     let started = Instant::now();
+    cfg.check()?;
     std::fs::create_dir_all(&cfg.out).map_err(io_err(&cfg.out))?;
     let sources = load_sources(cfg)?;
     write_skipped(&cfg.out, &sources.skipped)?;
