@@ -20,6 +20,7 @@ pub mod progress;
 pub mod record;
 pub mod render;
 pub mod report;
+pub mod run_error;
 pub mod smooth;
 pub mod track;
 pub mod train;

@@ -83,14 +83,15 @@ pub fn predict_photo(
         return Ok(Vec::new());
     }
     let pre = model.meta.preprocess;
-    let inputs: Vec<Vec<f32>> = faces
+    let pixels: Vec<Vec<u8>> = faces
         .iter()
         .map(|f| match f {
-            Some(b) => pre.to_input(&pre.crop_face(&img, *b)),
-            None => pre.to_input(&img),
+            Some(b) => pre.face_pixels(&pre.crop_face(&img, *b)),
+            None => pre.face_pixels(&img),
         })
         .collect();
-    let predictions = model.predict(&pre.batch(&inputs, device)?)?;
+    let batch = pre.batch_of(pixels.iter().map(|p| (&p[..], false)), device)?;
+    let predictions = model.predict(&batch)?;
     Ok(faces
         .into_iter()
         .zip(predictions)

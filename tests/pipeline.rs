@@ -134,8 +134,10 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     let (mut agree, mut fresh) = (0, 0);
     for r in records.iter().filter(|r| r["raw"]["this_frame"] == true) {
         let frame = &clip.frames[r["frame"].as_u64().unwrap() as usize];
-        let input = pre.to_input(&pre.crop_face(frame, face_box(r)));
-        let batch = pre.batch(&[input], &candle_core::Device::Cpu).unwrap();
+        let face = pre.face_pixels(&pre.crop_face(frame, face_box(r)));
+        let batch = pre
+            .batch_of([(&face[..], false)], &candle_core::Device::Cpu)
+            .unwrap();
         let label = model.predict(&batch).unwrap()[0].label();
         crop_labels
             .entry(r["id"].as_u64().unwrap())

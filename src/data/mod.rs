@@ -104,8 +104,8 @@ pub struct Splits {
     pub skipped: Vec<String>,
 }
 
-/// Options for reading datasets.
-#[derive(Debug, Clone, Copy)]
+/// Options for reading datasets (serde: part of a training recipe).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     pub format: Option<Format>,
     pub label_mode: LabelMode,
