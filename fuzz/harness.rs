@@ -97,7 +97,8 @@ pub fn image_file(data: &[u8]) {
         width: f32::from(corner[2]) + 1.0,
         height: f32::from(corner[3]) + 1.0,
     };
-    let _ = pre.to_input(&pre.crop_face(&image, face));
+    let pixels = pre.face_pixels(&pre.crop_face(&image, face));
+    let _ = pre.batch_of([(&pixels[..], false)], &candle_core::Device::Cpu);
 }
 
 /// The camera frame checks: the first byte picks the pixel format, the next four the
