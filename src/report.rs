@@ -120,10 +120,10 @@ fn text_size(path: &Path, font: &FontDesc<'_>, text: &str) -> Result<(u32, u32),
 /// `series[i].1[j]` is the value at `epochs[j]`; values past the end of `epochs` are ignored.
 /// Non-finite values (NaN for an epoch without that metric) are left out, and the y-range is
 /// fitted to the remaining values.
-pub fn plot_training_curves(
+pub fn plot_curves(
     path: &Path,
     title: &str,
-    epochs: &[usize],
+    (x_label, epochs): (&str, &[usize]),
     series: &[(&str, &[f64])],
     y_label: &str,
 ) -> Result<(), ReportError> {
@@ -181,7 +181,7 @@ pub fn plot_training_curves(
             .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
         chart
             .configure_mesh()
-            .x_desc("epoch")
+            .x_desc(x_label)
             .y_desc(y_label)
             .axis_desc_style((FONT, 16))
             .label_style((FONT, 14))
@@ -433,10 +433,10 @@ mod tests {
         let train = [2.1, 1.6, 1.3, 1.1, 0.95, 0.9, 0.86, 0.84];
         let val = [2.0, 1.7, f64::NAN, 1.35, 1.3, 1.28, 1.3, 1.33];
         let epochs: Vec<usize> = (1..=8).collect();
-        plot_training_curves(
+        plot_curves(
             &path,
             "loss",
-            &epochs,
+            ("epoch", &epochs),
             &[("train", &train), ("validation", &val)],
             "loss",
         )
@@ -455,7 +455,14 @@ mod tests {
     fn training_curves_tolerate_no_finite_values() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.png");
-        plot_training_curves(&path, "nothing yet", &[1], &[("val", &[f64::NAN])], "CCC").unwrap();
+        plot_curves(
+            &path,
+            "nothing yet",
+            ("epoch", &[1]),
+            &[("val", &[f64::NAN])],
+            "CCC",
+        )
+        .unwrap();
         assert_eq!(
             image::open(&path).unwrap().to_rgb8().dimensions(),
             (900, 500)
