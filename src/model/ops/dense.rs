@@ -1,0 +1,289 @@
+//! Dense layers and 1×1 convs: GEMM with a fused bias + activation epilogue, and the
+//! reductions their backward needs.
+
+use super::{contiguous, output_buffer, Act};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+
+simd_dispatch!(bias_act_rows, fn(rows: &mut [f32], stride: usize, bias: &[f32], act: Act) {
+    for row in rows.chunks_mut(stride) {
+        for (v, &b) in row[..bias.len()].iter_mut().zip(bias) {
+            *v = act.apply(*v + b);
+        }
+    }
+});
+
+simd_dispatch!(act_mask_rows, fn(grad: &[f32], act_out: &[f32], out: &mut [f32], act: Act) {
+    for ((o, &g), &y) in out.iter_mut().zip(grad).zip(act_out) {
+        *o = if act.passes(y) { g } else { 0.0 };
+    }
+});
+
+/// A raw pointer that parallel tasks may share because each writes a disjoint region.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used to hand disjoint output tiles to rayon tasks (see `Dense::cpu_fwd`).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above; no two tasks touch the same element.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Channels of the last dimension and number of rows before it.
+fn rows_channels(layout: &Layout) -> (usize, usize) {
+    let c = layout.dims().last().copied().unwrap_or(1);
+    (layout.shape().elem_count() / c.max(1), c)
+}
+
+/// `act(x · Wᵀ + b)` over the last dimension: x `[…, K]`, weight `[N, K]`, bias `[N]`.
+/// Each task multiplies one tile while the epilogue runs on it hot in cache.
+struct Dense(Act);
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        "dense-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "dense x")?;
+        let w = contiguous(ws, wl, "dense weight")?;
+        let bias = contiguous(bs, bl, "dense bias")?;
+        let (m, k) = rows_channels(xl);
+        let (n, wk) = wl.shape().dims2()?;
+        if wk != k || bias.len() != n {
+            bail!(
+                "dense: x {:?}, weight {:?}, bias {:?}",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        let mut out = output_buffer(m * n);
+        // Tiles: row blocks when there are many rows, column blocks for tiny inputs.
+        let threads = rayon::current_num_threads().max(1);
+        let row_block = (m / (threads * 8)).clamp(64, 512).min(m.max(1));
+        let col_block = if m <= row_block {
+            n.div_ceil(threads).max(16)
+        } else {
+            n
+        };
+        let tiles: Vec<(usize, usize)> = (0..m.div_ceil(row_block))
+            .flat_map(|r| (0..n.div_ceil(col_block)).map(move |c| (r * row_block, c * col_block)))
+            .collect();
+        let dst = SharedMut(out.as_mut_ptr());
+        let act = self.0;
+        tiles.into_par_iter().for_each(|(r0, c0)| {
+            let rows = row_block.min(m - r0);
+            let cols = col_block.min(n - c0);
+            // SAFETY: the tile [r0, r0+rows) × [c0, c0+cols) lies inside `out` (m × n) and no
+            // two tiles overlap; x (m × k) and w (n × k) are read within their bounds.
+            unsafe {
+                let tile = dst.ptr().add(r0 * n + c0);
+                gemm::gemm(
+                    rows,
+                    cols,
+                    k,
+                    tile,
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr().add(r0 * k),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(c0 * k),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                let span = (rows - 1) * n + cols;
+                let rows_slice = std::slice::from_raw_parts_mut(tile, span);
+                bias_act_rows(rows_slice, n, &bias[c0..c0 + cols], act);
+            }
+        });
+        let mut dims = xl.dims().to_vec();
+        *dims.last_mut().expect("rank checked by rows_channels") = n;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = weight.dims2()?;
+        let grad = act_mask(grad, res, self.0)?.reshape(((), n))?;
+        let x2 = x.reshape(((), k))?;
+        let grad_x = grad.matmul(weight)?.reshape(x.shape())?;
+        let grad_w = grad.t()?.matmul(&x2)?;
+        let grad_b = column_sum(&grad)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
+}
+
+simd_dispatch!(add_rows, fn(rows: &[f32], acc: &mut [f32]) {
+    for row in rows.chunks_exact(acc.len()) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+});
+
+/// Splits `rows` into parallel tasks of `per_task` rows; each task adds its rows' contributions
+/// into its own zeroed accumulator of `width` values, and the accumulators are summed.
+pub(super) fn parallel_sum(
+    rows: usize,
+    per_task: usize,
+    width: usize,
+    accumulate: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let per_task = per_task.max(1);
+    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(per_task))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0f32; width];
+            accumulate(task * per_task..((task + 1) * per_task).min(rows), &mut acc);
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; width];
+    for part in &partials {
+        add_rows(part, &mut total);
+    }
+    total
+}
+
+/// Sum over rows: `[M, N]` → `[N]` (candle's strided reduction is slow for bias gradients).
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "column-sum"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, "column-sum")?;
+        let (m, n) = xl.shape().dims2()?;
+        let total = parallel_sum(m, rows_per_task(m, n), n, |rows, acc| {
+            add_rows(&x[rows.start * n..rows.end * n], acc)
+        });
+        Ok((CpuStorage::F32(total), Shape::from(n)))
+    }
+}
+
+/// Rows per parallel task for row-wise reductions.
+fn rows_per_task(rows: usize, cols: usize) -> usize {
+    (65_536 / cols.max(1)).clamp(1, rows.max(1))
+}
+
+fn column_sum(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1_no_bwd(&ColumnSum)
+    } else {
+        x.sum(0)
+    }
+}
+
+/// `grad` where the activation's derivative is 1 (read off its output `act_out`), else 0.
+struct ActMask(Act);
+
+impl CustomOp2 for ActMask {
+    fn name(&self) -> &'static str {
+        "act-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous(gs, gl, "act-mask grad")?;
+        let y = contiguous(ys, yl, "act-mask output")?;
+        if g.len() != y.len() {
+            bail!("act-mask: {:?} vs {:?}", gl.shape(), yl.shape());
+        }
+        let mut out = output_buffer(g.len());
+        const STEP: usize = 16_384;
+        out.par_chunks_mut(STEP)
+            .zip(g.par_chunks(STEP).zip(y.par_chunks(STEP)))
+            .for_each(|(o, (g, y))| act_mask_rows(g, y, o, self.0));
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+}
+
+pub(super) fn act_mask(grad: &Tensor, act_out: &Tensor, act: Act) -> Result<Tensor> {
+    if act == Act::Identity {
+        return grad.contiguous();
+    }
+    if grad.device().is_cpu() {
+        return grad
+            .contiguous()?
+            .apply_op2_no_bwd(&act_out.contiguous()?, &ActMask(act));
+    }
+    let inside = match act {
+        Act::Relu6 => act_out.gt(0.0)?.mul(&act_out.lt(6.0)?)?,
+        _ => act_out.gt(0.0)?,
+    };
+    grad.mul(&inside.to_dtype(grad.dtype())?)
+}
+
+/// `act(x · Wᵀ + b)` over the last dimension of `x`: a dense layer, or a 1×1 conv on NHWC.
+pub fn dense(x: &Tensor, weight: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op3(weight, bias, Dense(act))
+    } else {
+        super::dense_reference(x, weight, bias, act)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::{dense_reference, testing::check_grads};
+
+    #[test]
+    fn dense_matches_matmul_for_every_activation_and_tiling() {
+        // 3 rows → column tiles; 700 rows → row tiles with a ragged last tile.
+        for (rows, act) in [
+            (3, Act::Relu6),
+            (700, Act::Relu),
+            (700, Act::Identity),
+            (70, Act::Relu6),
+        ] {
+            check_grads(
+                &[&[rows, 19], &[37, 19], &[37]],
+                |t| dense(&t[0], &t[1], &t[2], act),
+                |t| dense_reference(&t[0], &t[1], &t[2], act),
+            );
+        }
+        check_grads(
+            &[&[2, 5, 3, 8], &[4, 8], &[4]],
+            |t| dense(&t[0], &t[1], &t[2], Act::Relu6),
+            |t| dense_reference(&t[0], &t[1], &t[2], Act::Relu6),
+        );
+    }
+}
