@@ -1,7 +1,7 @@
 //! Dense layers and 1×1 convs: GEMM with a fused bias + activation epilogue, and the
 //! reductions their backward needs.
 
-use super::{contiguous, output_buffer, Act};
+use super::{inputs, output_buffer, Act};
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
@@ -60,9 +60,10 @@ impl CustomOp3 for Dense {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xl, "dense x")?;
-        let w = contiguous(ws, wl, "dense weight")?;
-        let bias = contiguous(bs, bl, "dense bias")?;
+        let [x, w, bias] = inputs(
+            self.name(),
+            [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
+        )?;
         let (m, k) = rows_channels(xl);
         let (n, wk) = wl.shape().dims2()?;
         if wk != k || bias.len() != n {
@@ -184,7 +185,7 @@ impl CustomOp1 for ColumnSum {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xl, "column-sum")?;
+        let [x] = inputs(self.name(), [("x", xs, xl)])?;
         let (m, n) = xl.shape().dims2()?;
         let total = parallel_sum(m, rows_per_task(m, n), n, |rows, acc| {
             add_rows(&x[rows.start * n..rows.end * n], acc)
@@ -221,8 +222,7 @@ impl CustomOp2 for ActMask {
         ys: &CpuStorage,
         yl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = contiguous(gs, gl, "act-mask grad")?;
-        let y = contiguous(ys, yl, "act-mask output")?;
+        let [g, y] = inputs(self.name(), [("grad", gs, gl), ("output", ys, yl)])?;
         if g.len() != y.len() {
             bail!("act-mask: {:?} vs {:?}", gl.shape(), yl.shape());
         }

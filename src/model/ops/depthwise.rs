@@ -1,7 +1,7 @@
 //! Depthwise 3×3 conv with bias and activation, and its input and weight gradients.
 
 use super::dense::{act_mask, parallel_sum};
-use super::{contiguous, dims4, output_buffer, Act, Conv3x3, Geometry};
+use super::{dims4, inputs, output_buffer, Act, Conv3x3, Geometry};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -97,10 +97,11 @@ impl CustomOp3 for Depthwise {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xl, "depthwise x")?;
-        let wt = contiguous(ws, wl, "depthwise weight")?;
-        let bias = contiguous(bs, bl, "depthwise bias")?;
-        let g = Geometry::new(self.conv, dims4(xl, "depthwise")?);
+        let [x, wt, bias] = inputs(
+            self.name(),
+            [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
+        )?;
+        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
         if wt.len() != 9 * g.c || bias.len() != g.c {
             bail!(
                 "depthwise: weight {:?} / bias {:?} for {} channels",
@@ -158,9 +159,8 @@ impl CustomOp2 for DepthwiseGradInput {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let grad = contiguous(gs, gl, "depthwise grad")?;
-        let wt = contiguous(ws, wl, "depthwise weight")?;
-        let (n, ho, wo, c) = dims4(gl, "depthwise grad")?;
+        let [grad, wt] = inputs(self.name(), [("grad", gs, gl), ("weight", ws, wl)])?;
+        let (n, ho, wo, c) = dims4(gl, self.name())?;
         let (h, w) = self.input_hw;
         let g = Geometry::new(self.conv, (n, h, w, c));
         if (g.ho, g.wo) != (ho, wo) {
@@ -192,9 +192,8 @@ impl CustomOp2 for DepthwiseGradWeight {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xl, "depthwise x")?;
-        let grad = contiguous(gs, gl, "depthwise grad")?;
-        let g = Geometry::new(self.conv, dims4(xl, "depthwise x")?);
+        let [x, grad] = inputs(self.name(), [("x", xs, xl), ("grad", gs, gl)])?;
+        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
         if gl.shape().dims() != [g.n, g.ho, g.wo, g.c] {
             bail!(
                 "depthwise grad {:?} does not match input {:?}",

@@ -151,15 +151,24 @@ impl Act {
     }
 }
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(data) => data.as_slice(),
-        other => bail!("{what}: expected f32, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{what}: input must be contiguous"),
+/// The values of a custom op's inputs, which must be contiguous f32; `op` and the input's name
+/// say in an error which one was not.
+fn inputs<'a, const N: usize>(
+    op: &str,
+    inputs: [(&str, &'a CpuStorage, &Layout); N],
+) -> Result<[&'a [f32]; N]> {
+    let mut values = [&[][..]; N];
+    for (value, (what, storage, layout)) in values.iter_mut().zip(inputs) {
+        let data = match storage {
+            CpuStorage::F32(data) => data.as_slice(),
+            other => bail!("{op} {what}: expected f32, got {:?}", other.dtype()),
+        };
+        *value = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => bail!("{op} {what}: input must be contiguous"),
+        };
     }
+    Ok(values)
 }
 
 fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {

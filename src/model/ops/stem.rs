@@ -1,6 +1,6 @@
 //! The stem: a dense 3×3 conv on the input image, as im2col patches into one matmul.
 
-use super::{contiguous, dense, dims4, output_buffer, Act, Conv3x3, Geometry};
+use super::{dense, dims4, inputs, output_buffer, Act, Conv3x3, Geometry};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -30,8 +30,8 @@ impl CustomOp1 for Patches3x3 {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs, xl, "patches x")?;
-        let g = Geometry::new(self.0, dims4(xl, "patches")?);
+        let [x] = inputs(self.name(), [("x", xs, xl)])?;
+        let g = Geometry::new(self.0, dims4(xl, self.name())?);
         let mut out = output_buffer(g.n * g.ho * g.wo * 9 * g.c);
         out.par_chunks_mut(g.wo * 9 * g.c)
             .enumerate()
