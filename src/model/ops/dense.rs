@@ -7,9 +7,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-simd_dispatch!(bias_act_rows, fn(rows: &mut [f32], stride: usize, bias: &[f32], act: Act) {
-    for row in rows.chunks_mut(stride) {
-        for (v, &b) in row[..bias.len()].iter_mut().zip(bias) {
+simd_dispatch!(bias_act_rows, fn<'a>(rows: impl Iterator<Item = &'a mut [f32]>, bias: &[f32], act: Act) {
+    for row in rows {
+        for (v, &b) in row.iter_mut().zip(bias) {
             *v = act.apply(*v + b);
         }
     }
@@ -21,12 +21,13 @@ simd_dispatch!(act_mask_rows, fn(grad: &[f32], act_out: &[f32], out: &mut [f32],
     }
 });
 
-/// A raw pointer that parallel tasks may share because each writes a disjoint region.
+/// The output buffer's address, shared by the tasks that write its disjoint tiles.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: only used to hand disjoint output tiles to rayon tasks (see `Dense::cpu_fwd`).
+// SAFETY: `Dense::cpu_fwd` only hands it to tasks that each access their own tile, disjoint
+// from every other task's, while the buffer outlives them.
 unsafe impl Send for SharedMut {}
-// SAFETY: as above; no two tasks touch the same element.
+// SAFETY: as above: no element is accessed by two tasks.
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
@@ -91,9 +92,11 @@ impl CustomOp3 for Dense {
         tiles.into_par_iter().for_each(|(r0, c0)| {
             let rows = row_block.min(m - r0);
             let cols = col_block.min(n - c0);
-            // SAFETY: the tile [r0, r0+rows) × [c0, c0+cols) lies inside `out` (m × n) and no
-            // two tiles overlap; x (m × k) and w (n × k) are read within their bounds.
-            unsafe {
+            // SAFETY: the tile [r0, r0+rows) × [c0, c0+cols) lies inside the m × n buffer and
+            // overlaps no other task's, and no reference to its elements exists, so gemm may
+            // write it through the raw pointer; x (m × k) and w (n × k) are read within their
+            // bounds.
+            let tile = unsafe {
                 let tile = dst.ptr().add(r0 * n + c0);
                 gemm::gemm(
                     rows,
@@ -116,10 +119,16 @@ impl CustomOp3 for Dense {
                     false,
                     gemm::Parallelism::None,
                 );
-                let span = (rows - 1) * n + cols;
-                let rows_slice = std::slice::from_raw_parts_mut(tile, span);
-                bias_act_rows(rows_slice, n, &bias[c0..c0 + cols], act);
-            }
+                tile
+            };
+            // One slice per tile row: a slice spanning several rows would also cover other
+            // tasks' columns in between, aliasing their `&mut` access.
+            let tile_rows = (0..rows).map(|r| {
+                // SAFETY: row r of the tile is `cols` elements inside the buffer that only this
+                // task accesses, and each row is yielded once, so the slices are disjoint.
+                unsafe { std::slice::from_raw_parts_mut(tile.add(r * n), cols) }
+            });
+            bias_act_rows(tile_rows, &bias[c0..c0 + cols], act);
         });
         let mut dims = xl.dims().to_vec();
         *dims.last_mut().expect("rank checked by rows_channels") = n;

@@ -17,14 +17,14 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 /// Runs `body` compiled for AVX2+FMA when the CPU has them, so the inner channel loops
 /// vectorise with fused multiply-adds while the binary still runs on any x86-64.
 macro_rules! simd_dispatch {
-    ($name:ident, fn($($arg:ident: $ty:ty),*) $body:block) => {
-        fn $name($($arg: $ty),*) {
+    ($name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $body:block) => {
+        fn $name $(<$lt>)? ($($arg: $ty),*) {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $body
+            fn generic $(<$lt>)? ($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) { generic($($arg),*) }
+                unsafe fn avx2 $(<$lt>)? ($($arg: $ty),*) { generic($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
