@@ -1,11 +1,12 @@
 //! Dense layers and 1×1 convs: GEMM with a fused bias + activation epilogue, and the
 //! reductions their backward needs.
 
-use super::{inputs, output_buffer, Act};
+use super::{inputs, par_output, written, Act};
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 simd_dispatch!(bias_act_rows, fn<'a>(rows: impl Iterator<Item = &'a mut [f32]>, bias: &[f32], act: Act) {
     for row in rows {
@@ -15,10 +16,8 @@ simd_dispatch!(bias_act_rows, fn<'a>(rows: impl Iterator<Item = &'a mut [f32]>, 
     }
 });
 
-simd_dispatch!(act_mask_rows, fn(grad: &[f32], act_out: &[f32], out: &mut [f32], act: Act) {
-    for ((o, &g), &y) in out.iter_mut().zip(grad).zip(act_out) {
-        *o = if act.passes(y) { g } else { 0.0 };
-    }
+simd_dispatch!(act_mask_rows, fn<'a>(grad: &[f32], act_out: &[f32], out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
+    written(out, grad.iter().zip(act_out).map(|(&g, &y)| if act.passes(y) { g } else { 0.0 }))
 });
 
 /// The output buffer's address, shared by the tasks that write its disjoint tiles.
@@ -75,7 +74,6 @@ impl CustomOp3 for Dense {
                 bl.shape()
             );
         }
-        let mut out = output_buffer(m * n);
         // Tiles: row blocks when there are many rows, column blocks for tiny inputs.
         let threads = rayon::current_num_threads().max(1);
         let row_block = (m / (threads * 8)).clamp(64, 512).min(m.max(1));
@@ -87,6 +85,8 @@ impl CustomOp3 for Dense {
         let tiles: Vec<(usize, usize)> = (0..m.div_ceil(row_block))
             .flat_map(|r| (0..n.div_ceil(col_block)).map(move |c| (r * row_block, c * col_block)))
             .collect();
+        // Left uninitialised (no zero-fill pass): gemm writes each tile before anything reads it.
+        let mut out = Vec::<f32>::with_capacity(m * n);
         let dst = SharedMut(out.as_mut_ptr());
         let act = self.0;
         tiles.into_par_iter().for_each(|(r0, c0)| {
@@ -94,8 +94,9 @@ impl CustomOp3 for Dense {
             let cols = col_block.min(n - c0);
             // SAFETY: the tile [r0, r0+rows) × [c0, c0+cols) lies inside the m × n buffer and
             // overlaps no other task's, and no reference to its elements exists, so gemm may
-            // write it through the raw pointer; x (m × k) and w (n × k) are read within their
-            // bounds.
+            // write it through the raw pointer; with read_dst = false it writes every element
+            // of the tile (zeros when k = 0) without reading any. x (m × k) and w (n × k) are
+            // read within their bounds.
             let tile = unsafe {
                 let tile = dst.ptr().add(r0 * n + c0);
                 gemm::gemm(
@@ -124,12 +125,15 @@ impl CustomOp3 for Dense {
             // One slice per tile row: a slice spanning several rows would also cover other
             // tasks' columns in between, aliasing their `&mut` access.
             let tile_rows = (0..rows).map(|r| {
-                // SAFETY: row r of the tile is `cols` elements inside the buffer that only this
-                // task accesses, and each row is yielded once, so the slices are disjoint.
+                // SAFETY: row r of the tile is `cols` elements inside the buffer, just written by
+                // gemm, that only this task accesses; each row is yielded once, so the slices
+                // are disjoint.
                 unsafe { std::slice::from_raw_parts_mut(tile.add(r * n), cols) }
             });
             bias_act_rows(tile_rows, &bias[c0..c0 + cols], act);
         });
+        // SAFETY: the tiles cover all m × n elements, and every task has written its tile.
+        unsafe { out.set_len(m * n) };
         let mut dims = xl.dims().to_vec();
         *dims.last_mut().expect("rank checked by rows_channels") = n;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
@@ -235,11 +239,11 @@ impl CustomOp2 for ActMask {
         if g.len() != y.len() {
             bail!("act-mask: {:?} vs {:?}", gl.shape(), yl.shape());
         }
-        let mut out = output_buffer(g.len());
         const STEP: usize = 16_384;
-        out.par_chunks_mut(STEP)
-            .zip(g.par_chunks(STEP).zip(y.par_chunks(STEP)))
-            .for_each(|(o, (g, y))| act_mask_rows(g, y, o, self.0));
+        let out = par_output(g.len(), STEP, |i, o| {
+            let span = i * STEP..i * STEP + o.len();
+            act_mask_rows(&g[span.clone()], &y[span], o, self.0)
+        });
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }

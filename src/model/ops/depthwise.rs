@@ -1,9 +1,9 @@
 //! Depthwise 3×3 conv with bias and activation, and its input and weight gradients.
 
 use super::dense::{act_mask, parallel_sum};
-use super::{dims4, inputs, output_buffer, Act, Conv3x3, Geometry};
+use super::{dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `acc[c] += a[c] * b[c]`
 #[inline(always)]
@@ -13,12 +13,10 @@ fn fma_row(acc: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-simd_dispatch!(dw_forward_row, fn(x: &[f32], wt: &[f32], bias: &[f32], g: &Geometry, row: usize, out: &mut [f32], act: Act) {
+simd_dispatch!(dw_forward_row, fn<'a>(x: &[f32], wt: &[f32], bias: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
     let (n, oh) = (row / g.ho, row % g.ho);
     let c = g.c;
-    for o in out.chunks_exact_mut(c) {
-        o.copy_from_slice(bias);
-    }
+    let out = repeated(out, bias);
     for kh in 0..3 {
         let Some(ih) = g.input_at(oh, kh, g.h) else { continue };
         let x_row = &x[(n * g.h + ih) * g.w * c..][..g.w * c];
@@ -33,12 +31,13 @@ simd_dispatch!(dw_forward_row, fn(x: &[f32], wt: &[f32], bias: &[f32], g: &Geome
     for v in out.iter_mut() {
         *v = act.apply(*v);
     }
+    out
 });
 
-simd_dispatch!(dw_grad_input_row, fn(grad: &[f32], wt: &[f32], g: &Geometry, row: usize, out: &mut [f32]) {
+simd_dispatch!(dw_grad_input_row, fn<'a>(grad: &[f32], wt: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
     let (n, ih) = (row / g.h, row % g.h);
     let c = g.c;
-    out.fill(0.0);
+    let out = filled(out, 0.0);
     for kh in 0..3 {
         let Some(oh) = g.output_at(ih, kh, g.ho) else { continue };
         let g_row = &grad[(n * g.ho + oh) * g.wo * c..][..g.wo * c];
@@ -50,6 +49,7 @@ simd_dispatch!(dw_grad_input_row, fn(grad: &[f32], wt: &[f32], g: &Geometry, row
             }
         }
     }
+    out
 });
 
 simd_dispatch!(dw_grad_weight_row, fn(x: &[f32], grad: &[f32], g: &Geometry, row: usize, acc: &mut [f32]) {
@@ -110,10 +110,9 @@ impl CustomOp3 for Depthwise {
                 g.c
             );
         }
-        let mut out = output_buffer(g.n * g.ho * g.wo * g.c);
-        out.par_chunks_mut(g.wo * g.c)
-            .enumerate()
-            .for_each(|(row, o)| dw_forward_row(x, wt, bias, &g, row, o, self.act));
+        let out = par_output(g.n * g.ho * g.wo * g.c, g.wo * g.c, |row, o| {
+            dw_forward_row(x, wt, bias, &g, row, o, self.act)
+        });
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.ho, g.wo, g.c))))
     }
 
@@ -166,10 +165,9 @@ impl CustomOp2 for DepthwiseGradInput {
         if (g.ho, g.wo) != (ho, wo) {
             bail!("depthwise grad: {ho}x{wo} does not come from {h}x{w}");
         }
-        let mut out = output_buffer(n * h * w * c);
-        out.par_chunks_mut(w * c)
-            .enumerate()
-            .for_each(|(row, o)| dw_grad_input_row(grad, wt, &g, row, o));
+        let out = par_output(n * h * w * c, w * c, |row, o| {
+            dw_grad_input_row(grad, wt, &g, row, o)
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, h, w, c))))
     }
 }

@@ -13,18 +13,20 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Runs `body` compiled for AVX2+FMA when the CPU has them, so the inner channel loops
 /// vectorise with fused multiply-adds while the binary still runs on any x86-64.
 macro_rules! simd_dispatch {
-    ($name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $body:block) => {
-        fn $name $(<$lt>)? ($($arg: $ty),*) {
+    ($name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        fn $name $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn generic $(<$lt>)? ($($arg: $ty),*) $body
+            fn generic $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2 $(<$lt>)? ($($arg: $ty),*) { generic($($arg),*) }
+                unsafe fn avx2 $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
@@ -177,15 +179,64 @@ fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
     })
 }
 
-/// A buffer for a kernel that writes every element before anything reads it, so the
-/// zero-fill (a full extra pass over memory) is skipped.
-#[allow(clippy::uninit_vec)]
-fn output_buffer(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns, and every caller overwrites all `len`
-    // elements before reading any (as candle's own CPU backend does for its outputs).
-    unsafe { v.set_len(len) };
-    v
+/// A new output of `len` values, built in parallel `row` values at a time: `init(i, piece)`
+/// gets the `i`-th piece uninitialised and hands it back written, as the `&mut [f32]` that
+/// [`filled`], [`repeated`] or [`written`] return. Skips the zero-fill of `vec![0.0; len]`,
+/// a full extra pass over memory, without any `f32` slice covering uninitialised memory.
+fn par_output(
+    len: usize,
+    row: usize,
+    init: impl for<'r> Fn(usize, &'r mut [MaybeUninit<f32>]) -> &'r mut [f32] + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(row.max(1))
+        .enumerate()
+        .for_each(|(i, piece)| {
+            let (start, piece_len) = (piece.as_ptr().cast::<f32>(), piece.len());
+            let done = init(i, piece);
+            assert!(
+                std::ptr::eq(done.as_ptr(), start) && done.len() == piece_len,
+                "output piece {i} not handed back written"
+            );
+        });
+    // SAFETY: every piece of the first `len` elements came back as a `&mut [f32]` over exactly
+    // its own memory (asserted), and such a reference cannot exist before its memory is
+    // initialised: safe code only gets one by writing the `MaybeUninit` values.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `out` with every element set to `value`.
+#[inline(always)]
+fn filled(out: &mut [MaybeUninit<f32>], value: f32) -> &mut [f32] {
+    out.fill(MaybeUninit::new(value));
+    // SAFETY: `fill` just initialised every element.
+    unsafe { out.assume_init_mut() }
+}
+
+/// `out` filled with copies of `pattern`, whose length must divide `out`'s.
+#[inline(always)]
+fn repeated<'a>(out: &'a mut [MaybeUninit<f32>], pattern: &[f32]) -> &'a mut [f32] {
+    for chunk in out.chunks_mut(pattern.len()) {
+        chunk.write_copy_of_slice(pattern);
+    }
+    // SAFETY: every chunk was written whole: `write_copy_of_slice` panics on a length mismatch,
+    // so a ragged last chunk never gets here.
+    unsafe { out.assume_init_mut() }
+}
+
+/// `out` with its elements set from `values`, which must yield at least `out.len()` of them.
+#[inline(always)]
+fn written(out: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> &mut [f32] {
+    let mut count = 0;
+    for (o, v) in out.iter_mut().zip(values) {
+        o.write(v);
+        count += 1;
+    }
+    assert_eq!(count, out.len(), "too few values for the output");
+    // SAFETY: the first `count` elements, which is all of them, were just written.
+    unsafe { out.assume_init_mut() }
 }
 
 #[cfg(test)]

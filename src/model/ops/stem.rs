@@ -1,13 +1,13 @@
 //! The stem: a dense 3×3 conv on the input image, as im2col patches into one matmul.
 
-use super::{dense, dims4, inputs, output_buffer, Act, Conv3x3, Geometry};
+use super::{dense, dims4, filled, inputs, par_output, Act, Conv3x3, Geometry};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-simd_dispatch!(patches_row, fn(x: &[f32], g: &Geometry, row: usize, out: &mut [f32]) {
+simd_dispatch!(patches_row, fn<'a>(x: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
     let (n, oh) = (row / g.ho, row % g.ho);
     let c = g.c;
-    out.fill(0.0);
+    let out = filled(out, 0.0);
     for (ow, patch) in out.chunks_exact_mut(9 * c).enumerate() {
         for kh in 0..3 {
             let Some(ih) = g.input_at(oh, kh, g.h) else { continue };
@@ -19,6 +19,7 @@ simd_dispatch!(patches_row, fn(x: &[f32], g: &Geometry, row: usize, out: &mut [f
             }
         }
     }
+    out
 });
 
 /// im2col: `[N,H,W,C]` → `[N,Ho,Wo,9·C]` patches in (kh, kw, c) order.
@@ -32,10 +33,9 @@ impl CustomOp1 for Patches3x3 {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let [x] = inputs(self.name(), [("x", xs, xl)])?;
         let g = Geometry::new(self.0, dims4(xl, self.name())?);
-        let mut out = output_buffer(g.n * g.ho * g.wo * 9 * g.c);
-        out.par_chunks_mut(g.wo * 9 * g.c)
-            .enumerate()
-            .for_each(|(row, o)| patches_row(x, &g, row, o));
+        let out = par_output(g.n * g.ho * g.wo * 9 * g.c, g.wo * 9 * g.c, |row, o| {
+            patches_row(x, &g, row, o)
+        });
         Ok((
             CpuStorage::F32(out),
             Shape::from((g.n, g.ho, g.wo, 9 * g.c)),
