@@ -3,7 +3,8 @@
 //! so a fixed crash stays fixed in CI. A harness may return errors freely; it must not panic,
 //! hang or allocate without bound.
 
-use affectcam::capture::camera::{decode_frame, decode_mjpeg, Negotiated, PixelFormat};
+use affectcam::capture::camera::{decode_frame, Negotiated, PixelFormat};
+use affectcam::capture::mjpeg::decode_mjpeg;
 use affectcam::capture::video::Mp4Source;
 use affectcam::capture::FrameSource;
 use affectcam::data::{self, Format, LabelMode, LoadOptions};
