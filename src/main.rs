@@ -218,11 +218,12 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
 
 fn predict_cmd(args: &PredictArgs) -> Result<()> {
     let (model, device) = load_model(&args.model)?;
-    let mut detector = FaceDetector::new(DetectorConfig::default());
+    let mut detector = (!args.no_detect)
+        .then(|| FaceDetector::new(DetectorConfig::for_photos(args.detector)))
+        .transpose()?;
     let mut without_faces = 0;
     for path in &args.images {
-        let detector = (!args.no_detect).then_some(&mut detector);
-        let faces = predict_photo(path, &model, &device, detector)?;
+        let faces = predict_photo(path, &model, &device, detector.as_mut())?;
         if faces.is_empty() {
             without_faces += 1;
             eprintln!(

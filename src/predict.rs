@@ -14,6 +14,9 @@ pub enum PredictError {
     /// The file is missing or not a decodable PNG/JPEG.
     #[error("cannot read image {}: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
+    /// The face detector failed.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     /// The model failed on the batch of faces.
     #[error("model error: {0}")]
     Model(#[from] candle_core::Error),
@@ -75,7 +78,7 @@ pub fn predict_photo(
         .to_rgb8();
     let faces: Vec<Option<FaceBox>> = match detector {
         Some(detector) => detector
-            .detect(&img)
+            .detect(&img)?
             .into_iter()
             .map(|d| Some(d.face))
             .collect(),

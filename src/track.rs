@@ -152,6 +152,7 @@ mod tests {
                 height: side,
             },
             score: 5.0,
+            landmarks: None,
         }
     }
 

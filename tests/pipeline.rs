@@ -27,10 +27,6 @@ fn save_pngs(clip: &clip::Clip, dir: &Path) -> std::path::PathBuf {
     dir.to_path_buf()
 }
 
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -87,7 +83,7 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     assert!(annotated
         .iter()
         .all(|f| f.dimensions() == (clip::WIDTH, clip::HEIGHT)));
-    let stats = read_json(&stats);
+    let stats = common::read_json(&stats);
     assert_eq!(stats["frames_in"], frames);
     assert_eq!(stats["frames_recorded"], frames);
     assert_eq!(stats["frames_dropped"], 0);
@@ -189,7 +185,7 @@ fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     assert!(ok, "{stderr}");
     // Played in real time: 12 frames at 20 fps take at least 0.55 s.
     assert!(started.elapsed().as_secs_f64() >= 0.55);
-    let stats = read_json(&stats);
+    let stats = common::read_json(&stats);
     assert_eq!(stats["frames_in"], 12);
     let shown = stats["frames_shown"].as_u64().unwrap();
     assert!(shown >= 10, "{stats}");
@@ -464,7 +460,7 @@ fn live_drops_frames_instead_of_building_a_backlog() {
         &stats,
     ]);
     assert!(ok, "{stderr}");
-    let s = read_json(&stats);
+    let s = common::read_json(&stats);
     let (shown, dropped) = (
         s["frames_shown"].as_u64().unwrap(),
         s["frames_dropped"].as_u64().unwrap(),
