@@ -1,10 +1,14 @@
-//! The embedded face detectors on the public-domain sample photos: YuNet against the C++
-//! original's outputs (`../shared/weights/facedetect/reference_detections.json`), SeetaFace
-//! against the faces as seen.
+//! The embedded face detectors: YuNet against the C++ original's outputs on the public-domain
+//! sample photos (`../shared/weights/facedetect/reference_detections.json`) and against
+//! `yunet_ref.py` on frames of the shared clips (`tests/data/yunet_clip_frames.json`, how it was
+//! made is inside); SeetaFace against the sample photos' faces as seen.
 
 mod common;
 
+use affectcam::capture::video::Mp4Source;
+use affectcam::capture::FrameSource;
 use affectcam::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
+use std::path::Path;
 
 /// Largest differences between detections and expected `[score, x0, y0, x1, y1, lx0, ly0, …]`
 /// rows: (score, box corner, landmark coordinate).
@@ -74,6 +78,44 @@ fn yunet_matches_the_reference_detections_on_the_sample_photos() {
 }
 
 #[test]
+fn yunet_agrees_with_the_numpy_reference_on_frames_of_the_shared_clips() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let expected = common::read_json(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/yunet_clip_frames.json"
+    )));
+    let frames = expected["frames"].as_array().unwrap();
+    let mut detector = yunet_full_size();
+    let mut worst = (0.0f64, 0.0f64, 0.0f64);
+    for clip in ["crying_to_laughing.mp4", "hamilton_audience.mp4"] {
+        let mut source = Mp4Source::open(&shared.join("clips").join(clip)).unwrap();
+        let mut index = 0;
+        while let Some((_, image)) = source.next_frame().unwrap() {
+            let want = frames
+                .iter()
+                .find(|f| f["clip"] == clip && f["frame"] == index);
+            if let Some(want) = want {
+                let found = detector.detect(&image).unwrap();
+                let what = format!("{clip} frame {index}");
+                let e = max_errors(&found, &rows(&want["faces"]), &what);
+                worst = (worst.0.max(e.0), worst.1.max(e.1), worst.2.max(e.2));
+            }
+            index += 1;
+        }
+    }
+    eprintln!(
+        "{} clip frames: max error score {:.2e}, box {:.2e} px, landmarks {:.2e} px",
+        frames.len(),
+        worst.0,
+        worst.1,
+        worst.2
+    );
+    assert!(worst.0 < 1e-3 && worst.1 < 1.0 && worst.2 < 1.0);
+}
+
+#[test]
 fn seeta_finds_one_face_in_each_sample_photo() {
     let Some(shared) = common::shared() else {
         return;
@@ -104,7 +146,12 @@ fn seeta_finds_one_face_in_each_sample_photo() {
 
 #[test]
 fn blank_and_tiny_frames_have_no_faces() {
-    for kind in [DetectorKind::Yunet, DetectorKind::Seeta] {
+    let mut kinds = vec![DetectorKind::Seeta];
+    // A build without ../shared has no YuNet weights.
+    if common::shared().is_some() {
+        kinds.push(DetectorKind::Yunet);
+    }
+    for kind in kinds {
         let mut detector = FaceDetector::new(DetectorConfig::for_photos(kind)).unwrap();
         for (w, h) in [(640, 480), (8, 8), (1, 1), (0, 0)] {
             let found = detector.detect(&image::RgbImage::new(w, h)).unwrap();
