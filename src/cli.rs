@@ -319,6 +319,12 @@ pub struct BenchArgs {
     /// Skip the training-step timings.
     #[arg(long)]
     pub no_train: bool,
+    /// Time the face detectors (YuNet and SeetaFace at 320×240 and 640×480) instead of the model.
+    #[arg(long)]
+    pub detector: bool,
+    /// Photo the detectors are timed on, resized to each frame size.
+    #[arg(long, default_value = "../shared/samples/grace_hopper.jpg")]
+    pub detector_image: PathBuf,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -333,6 +339,7 @@ impl From<&BenchArgs> for BenchOptions {
             weights: args.weights.clone(),
             reps: args.reps,
             train: !args.no_train,
+            detector_image: args.detector.then(|| args.detector_image.clone()),
         }
     }
 }
