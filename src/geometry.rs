@@ -113,12 +113,31 @@ impl Landmarks {
         out
     }
 
+    /// The landmarks a fraction `t` of the way from `self` to `other` (0: self, 1: other).
+    pub fn lerp(&self, other: &Landmarks, t: f32) -> Landmarks {
+        let (a, b) = (self.points(), other.points());
+        Self::from_points(std::array::from_fn(|i| Point {
+            x: a[i].x + (b[i].x - a[i].x) * t,
+            y: a[i].y + (b[i].y - a[i].y) * t,
+        }))
+    }
+
     /// Every point moved by `(dx, dy)` pixels.
     pub fn shifted(&self, dx: f32, dy: f32) -> Landmarks {
         Self::from_points(self.points().map(|p| Point {
             x: p.x + dx,
             y: p.y + dy,
         }))
+    }
+
+    /// `{"left_eye": [x, y], …}`, as the face log and `predict --json` write them.
+    pub fn to_json(&self) -> serde_json::Value {
+        Self::NAMES
+            .iter()
+            .zip(self.points())
+            .map(|(name, p)| (name.to_string(), serde_json::json!([p.x, p.y])))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 
     /// Every coordinate multiplied by `factor`.
@@ -172,5 +191,11 @@ mod tests {
         assert_eq!(marks.flat()[..4], [0.0, 0.0, 1.0, 10.0]);
         let moved = marks.shifted(1.0, -1.0).scaled(2.0);
         assert_eq!(moved.right_mouth, Point { x: 10.0, y: 78.0 });
+        assert_eq!(marks.lerp(&moved, 0.0), marks);
+        assert_eq!(marks.lerp(&moved, 0.5).nose, Point { x: 4.0, y: 29.0 });
+        assert_eq!(
+            marks.to_json()["left_mouth"],
+            serde_json::json!([3.0, 30.0])
+        );
     }
 }

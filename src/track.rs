@@ -4,7 +4,7 @@
 //! match moves the predicted box part of the way to the detection, damping detector jitter.
 
 use crate::detect::Detection;
-use crate::geometry::FaceBox;
+use crate::geometry::{FaceBox, Landmarks};
 
 /// Tracker settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,12 +39,26 @@ pub struct Track {
     pub id: u64,
     /// The box at frame `seen_at`.
     pub face: FaceBox,
+    /// The landmarks at frame `seen_at`, when the detector gives them.
+    pub landmarks: Option<Landmarks>,
+    /// The detector's score of the last detection that updated the track.
+    pub score: f64,
     /// Frame of the last detection that updated the box.
     pub seen_at: u64,
     /// Box movement in pixels per frame.
     pub velocity: (f32, f32),
     /// Detection rounds since this track was last matched.
     pub missed: u32,
+}
+
+/// Where a tracked face is on a given frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackedFace {
+    pub id: u64,
+    pub face: FaceBox,
+    pub landmarks: Option<Landmarks>,
+    /// The detector's score of the track's last detection.
+    pub score: f64,
 }
 
 #[derive(Debug)]
@@ -73,25 +87,31 @@ impl Tracker {
         self.next_id - 1
     }
 
-    /// Track `track`'s box predicted for frame `frame` from its last box and velocity.
-    pub fn face_at(&self, track: &Track, frame: u64) -> FaceBox {
+    /// Track `track`'s box and landmarks predicted for frame `frame` from its last box and
+    /// velocity.
+    pub fn face_at(&self, track: &Track, frame: u64) -> TrackedFace {
         let dt = frame
             .saturating_sub(track.seen_at)
             .min(self.config.max_predict_frames) as f32;
-        track
-            .face
-            .shifted(track.velocity.0 * dt, track.velocity.1 * dt)
+        let (dx, dy) = (track.velocity.0 * dt, track.velocity.1 * dt);
+        TrackedFace {
+            id: track.id,
+            face: track.face.shifted(dx, dy),
+            landmarks: track.landmarks.map(|l| l.shifted(dx, dy)),
+            score: track.score,
+        }
     }
 
     /// One detection round on frame `frame`: greedy matching of the predicted boxes by
     /// descending IoU, new ids for unmatched detections, and unmatched tracks aged and dropped
     /// after `max_missed` rounds.
     pub fn update(&mut self, detections: &[Detection], frame: u64) {
-        let predicted: Vec<FaceBox> = self.tracks.iter().map(|t| self.face_at(t, frame)).collect();
+        let predicted: Vec<TrackedFace> =
+            self.tracks.iter().map(|t| self.face_at(t, frame)).collect();
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (t, predicted) in predicted.iter().enumerate() {
             for (d, det) in detections.iter().enumerate() {
-                let overlap = predicted.iou(&det.face);
+                let overlap = predicted.face.iou(&det.face);
                 if overlap >= self.config.min_iou {
                     pairs.push((overlap, t, d));
                 }
@@ -107,7 +127,8 @@ impl Tracker {
             track_matched[t] = true;
             det_matched[d] = true;
             let track = &mut self.tracks[t];
-            let face = predicted[t].lerp(&detections[d].face, self.config.box_update);
+            let (det, a) = (&detections[d], self.config.box_update);
+            let face = predicted[t].face.lerp(&det.face, a);
             if frame > track.seen_at {
                 let dt = (frame - track.seen_at) as f32;
                 let measured = ((face.x - track.face.x) / dt, (face.y - track.face.y) / dt);
@@ -116,6 +137,11 @@ impl Tracker {
                 track.velocity.1 += a * (measured.1 - track.velocity.1);
             }
             track.face = face;
+            track.landmarks = match (predicted[t].landmarks, det.landmarks) {
+                (Some(before), Some(now)) => Some(before.lerp(&now, a)),
+                (_, now) => now,
+            };
+            track.score = det.score;
             track.seen_at = frame;
             track.missed = 0;
         }
@@ -130,6 +156,8 @@ impl Tracker {
             self.tracks.push(Track {
                 id: self.next_id,
                 face: det.face,
+                landmarks: det.landmarks,
+                score: det.score,
                 seen_at: frame,
                 velocity: (0.0, 0.0),
                 missed: 0,
@@ -201,7 +229,7 @@ mod tests {
             }
             let track = tracker.tracks()[0];
             if frame >= 24 {
-                worst = worst.max((tracker.face_at(&track, frame).x - truth).abs());
+                worst = worst.max((tracker.face_at(&track, frame).face.x - truth).abs());
             }
         }
         assert_eq!(tracker.ids_created(), 1);

@@ -121,6 +121,19 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     let all_ids: BTreeSet<u64> = ids_of_face.iter().flatten().copied().collect();
     assert_eq!(all_ids.len(), 3, "three different faces: {ids_of_face:?}");
 
+    // YuNet's score and landmarks come with every face; the landmarks lie inside its box.
+    for r in &records {
+        let score = r["detector_score"].as_f64().unwrap();
+        assert!((0.2..=1.0).contains(&score), "{r}");
+        let b = face_box(r);
+        for name in ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"] {
+            let p = &r["landmarks"][name];
+            let (x, y) = (p[0].as_f64().unwrap() as f32, p[1].as_f64().unwrap() as f32);
+            let inside = x > b.x && x < b.x + b.width && y > b.y && y < b.y + b.height;
+            assert!(inside, "{name} outside the box: {r}");
+        }
+    }
+
     // Labels agree with crop-level predictions: the same model on the same boxes of the
     // original (uncompressed) frames, one face at a time.
     let model = AffectModel::shipped(&candle_core::Device::Cpu).unwrap();
@@ -192,13 +205,16 @@ fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     assert_eq!(decode_all(&record).len() as u64, shown);
     let csv = std::fs::read_to_string(&csv).unwrap();
     let mut lines = csv.lines();
-    assert!(lines
-        .next()
-        .unwrap()
-        .starts_with("frame,time_s,id,x,y,width,height,neutral"));
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("frame,time_s,id,x,y,width,height,neutral"));
+    assert!(header.ends_with(",detector_score,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,left_mouth_x,left_mouth_y,right_mouth_x,right_mouth_y"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(rows.len() >= 2 * shown as usize, "faces logged per frame");
+    let columns = header.split(',').count();
     assert!(
-        lines.count() >= 2 * shown as usize,
-        "faces logged per frame"
+        rows.iter()
+            .all(|r| r.split(',').count() == columns && !r.ends_with(',')),
+        "every row has a score and landmarks"
     );
     assert!(stderr.contains("latency p50"), "{stderr}");
 }

@@ -6,10 +6,9 @@ use super::handoff::{Receiver, Sender};
 use super::stats::Histogram;
 use super::{ms, PipelineConfig, PipelineError};
 use crate::capture::Frame;
-use crate::geometry::FaceBox;
 use crate::model::AffectModel;
 use crate::smooth::{FaceResult, Smoother};
-use crate::track::Tracker;
+use crate::track::{TrackedFace, Tracker};
 use candle_core::Device;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -56,7 +55,7 @@ impl Analyser<'_> {
         // New faces, and known faces in turn (longest-waiting first), go through the model as
         // one batch; the others keep their smoothed result, moved to the tracked box.
         let tracks = self.tracker.tracks();
-        let boxes: Vec<FaceBox> = tracks
+        let located: Vec<TrackedFace> = tracks
             .iter()
             .map(|t| self.tracker.face_at(t, frame.index))
             .collect();
@@ -65,14 +64,14 @@ impl Analyser<'_> {
             .map(|t| self.classified_at.get(&t.id).copied())
             .collect();
         let pending = faces_to_classify(&waiting, self.classify_per_frame);
-        let mut results: Vec<Option<FaceResult>> = tracks
+        let mut results: Vec<Option<FaceResult>> = located
             .iter()
             .enumerate()
-            .map(|(i, t)| {
+            .map(|(i, face)| {
                 if pending.contains(&i) {
                     None
                 } else {
-                    self.smoother.current(t.id, boxes[i])
+                    self.smoother.current(face)
                 }
             })
             .collect();
@@ -81,7 +80,7 @@ impl Analyser<'_> {
             let pre = self.model.meta.preprocess;
             let inputs: Vec<Vec<f32>> = pending
                 .iter()
-                .map(|&i| pre.to_input(&pre.crop_face(&frame.image, boxes[i])))
+                .map(|&i| pre.to_input(&pre.crop_face(&frame.image, located[i].face)))
                 .collect();
             let batch = pre.batch(&inputs, self.device)?;
             let model = self.model;
@@ -91,8 +90,8 @@ impl Analyser<'_> {
             };
             self.model_ms.record(ms(t.elapsed()));
             for (&i, p) in pending.iter().zip(predictions) {
-                self.classified_at.insert(tracks[i].id, frame.index);
-                results[i] = Some(self.smoother.update(tracks[i].id, boxes[i], p));
+                self.classified_at.insert(located[i].id, frame.index);
+                results[i] = Some(self.smoother.update(&located[i], p));
             }
         }
         Ok(results.into_iter().flatten().collect())
