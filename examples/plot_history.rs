@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release --example plot_history -- runs/shipped
 
-use affectcam::train::fit::{plot_history, read_history};
+use affectcam::train::history::{plot_history, read_history};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {

@@ -3,18 +3,18 @@
 
 use crate::bench::BenchOptions;
 use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
-use crate::data::{Format, LabelMode};
+use crate::data::{Format, LabelMode, LoadOptions};
 use crate::detect::{DetectorConfig, DetectorKind};
-use crate::eval::run::Split;
+use crate::eval::run::{EvalOptions, Split};
 use crate::model::mobilenetv2::NUM_BLOCKS;
-use crate::model::preprocess::ColorMode;
+use crate::model::preprocess::{ColorMode, Preprocess};
 use crate::model::DeviceChoice;
 use crate::pipeline::{
     default_detect_width, Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECTOR,
     DEFAULT_DETECT_EVERY,
 };
 use crate::record::DEFAULT_QP;
-use crate::train::fit::{ClassWeights, Task};
+use crate::train::config::{ClassWeights, Task, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -185,6 +185,17 @@ pub struct DataArgs {
     pub seed: u64,
 }
 
+impl From<&DataArgs> for LoadOptions {
+    fn from(args: &DataArgs) -> Self {
+        LoadOptions {
+            format: args.format,
+            label_mode: args.label_mode,
+            skip_bad: args.skip_bad,
+            seed: args.seed,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -250,6 +261,38 @@ pub struct TrainArgs {
     pub device: DeviceChoice,
 }
 
+impl From<&TrainArgs> for TrainConfig {
+    fn from(args: &TrainArgs) -> Self {
+        TrainConfig {
+            data: args.data.data.clone(),
+            load: (&args.data).into(),
+            task: args.task,
+            epochs: args.epochs,
+            batch_size: args.batch_size.max(1),
+            patience: args.patience,
+            lr_trunk: args.lr_trunk,
+            lr_head: args.lr_head,
+            class_weights: if args.no_class_weights {
+                ClassWeights::None
+            } else {
+                args.class_weights
+            },
+            finetune_blocks: args.finetune_blocks.0,
+            init: (args.init != "none").then(|| PathBuf::from(&args.init)),
+            preprocess: Preprocess {
+                input_size: args.input_size,
+                color: args.color,
+                crop_margin: args.crop_margin,
+            },
+            mirror: !args.no_mirror,
+            va_repeat: args.va_repeat.max(1),
+            limit: args.limit,
+            out: args.out.clone(),
+            cache_dir: args.cache_dir.clone(),
+        }
+    }
+}
+
 /// `--finetune-blocks`: a count from the end, or every layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FinetuneBlocks(pub Option<usize>);
@@ -285,6 +328,20 @@ pub struct EvalArgs {
     /// Folder for the confusion-matrix PNG and example sheets.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+impl From<&EvalArgs> for EvalOptions {
+    fn from(args: &EvalArgs) -> Self {
+        EvalOptions {
+            data: args.data.data.clone(),
+            load: (&args.data).into(),
+            split: args.split,
+            train_data: args.train_data.clone(),
+            json: args.json.clone(),
+            predictions: args.predictions.clone(),
+            out: args.out.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,16 +1,13 @@
 use affectcam::bench::{self, BenchOptions, BenchReport, DetectorBenchReport};
 use affectcam::cli::{
-    AnnotateArgs, BenchArgs, Cli, Command, DataArgs, EvalArgs, LiveArgs, ModelArgs, PredictArgs,
-    TrainArgs,
+    AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PredictArgs, TrainArgs,
 };
-use affectcam::data::LoadOptions;
 use affectcam::detect::{DetectorConfig, FaceDetector};
-use affectcam::eval::run::EvalOptions;
 use affectcam::model::{select_device, AffectModel};
 use affectcam::pipeline::{self, PipelineConfig};
 use affectcam::predict::predict_photo;
-use affectcam::train::fit::{fit, ClassWeights, TrainConfig};
-use anyhow::{bail, Context, Result};
+use affectcam::train::fit::fit;
+use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Parser;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,8 +66,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict_cmd(&args),
         Command::Live(args) => live_cmd(&args),
         Command::Annotate(args) => annotate_cmd(&args),
-        Command::Train(args) => train_cmd(args),
-        Command::Eval(args) => eval_cmd(args),
+        Command::Train(args) => train_cmd(&args),
+        Command::Eval(args) => eval_cmd(&args),
     }
 }
 
@@ -123,27 +120,9 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
     Ok((model, device))
 }
 
-fn load_options(data: &DataArgs) -> LoadOptions {
-    LoadOptions {
-        format: data.format,
-        label_mode: data.label_mode,
-        skip_bad: data.skip_bad,
-        seed: data.seed,
-    }
-}
-
-fn eval_cmd(args: EvalArgs) -> Result<()> {
+fn eval_cmd(args: &EvalArgs) -> Result<()> {
     let (model, device) = load_model(&args.model)?;
-    let opts = EvalOptions {
-        load: load_options(&args.data),
-        data: args.data.data,
-        split: args.split,
-        train_data: args.train_data,
-        json: args.json,
-        predictions: args.predictions,
-        out: args.out,
-    };
-    let output = affectcam::eval::run::run(&model, &device, &opts)?;
+    let output = affectcam::eval::run::run(&model, &device, &args.into())?;
     println!("{}", affectcam::eval::summary(&output.report));
     if output.skipped > 0 {
         println!(
@@ -162,50 +141,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(args: TrainArgs) -> Result<()> {
+fn train_cmd(args: &TrainArgs) -> Result<()> {
     let device = select_device(args.device)?;
-    let init = match args.init.as_str() {
-        "none" => None,
-        path => {
-            let path = std::path::PathBuf::from(path);
-            if !path.is_file() {
-                bail!(
-                    "ImageNet weights not found at {}; pass --init FILE or --init none",
-                    path.display()
-                );
-            }
-            Some(path)
-        }
-    };
-    let cfg = TrainConfig {
-        data: args.data.data,
-        format: args.data.format,
-        label_mode: args.data.label_mode,
-        task: args.task,
-        epochs: args.epochs,
-        batch_size: args.batch_size.max(1),
-        patience: args.patience,
-        lr_trunk: args.lr_trunk,
-        lr_head: args.lr_head,
-        class_weights: if args.no_class_weights {
-            ClassWeights::None
-        } else {
-            args.class_weights
-        },
-        finetune_blocks: args.finetune_blocks.0,
-        init,
-        color: args.color,
-        crop_margin: args.crop_margin,
-        input_size: args.input_size,
-        mirror: !args.no_mirror,
-        va_repeat: args.va_repeat.max(1),
-        seed: args.data.seed,
-        limit: args.limit,
-        skip_bad: args.data.skip_bad,
-        out: args.out,
-        cache_dir: args.cache_dir,
-    };
-    let outcome = fit(&cfg, &device)?;
+    let outcome = fit(&args.into(), &device)?;
     for (path, report) in &outcome.test_reports {
         println!(
             "test split of {}:\n{}",

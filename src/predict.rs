@@ -73,12 +73,10 @@ pub fn predict_photo(
     device: &Device,
     detector: Option<&mut FaceDetector>,
 ) -> Result<Vec<PhotoFace>, PredictError> {
-    let img = image::open(path)
-        .map_err(|e| PredictError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .to_rgb8();
+    let img = crate::picture::open(path).map_err(|e| PredictError::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let faces: Vec<Option<Detection>> = match detector {
         Some(detector) => detector.detect(&img)?.into_iter().map(Some).collect(),
         None => vec![None],
@@ -87,14 +85,15 @@ pub fn predict_photo(
         return Ok(Vec::new());
     }
     let pre = model.meta.preprocess;
-    let inputs: Vec<Vec<f32>> = faces
+    let pixels: Vec<Vec<u8>> = faces
         .iter()
         .map(|f| match f {
-            Some(d) => pre.to_input(&pre.crop_face(&img, d.face)),
-            None => pre.to_input(&img),
+            Some(d) => pre.face_pixels(&pre.crop_face(&img, d.face)),
+            None => pre.face_pixels(&img),
         })
         .collect();
-    let predictions = model.predict(&pre.batch(&inputs, device)?)?;
+    let batch = pre.batch_of(pixels.iter().map(|p| (&p[..], false)), device)?;
+    let predictions = model.predict(&batch)?;
     Ok(faces
         .into_iter()
         .zip(predictions)

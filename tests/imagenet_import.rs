@@ -29,7 +29,9 @@ fn top5(size: usize) -> Option<Vec<u32>> {
         color: ColorMode::Rgb,
         crop_margin: 0.0,
     };
-    let x = pre.batch(&[pre.to_input(&image)], &device).unwrap();
+    let x = pre
+        .batch_of([(&pre.face_pixels(&image)[..], false)], &device)
+        .unwrap();
     let features = trunk.forward(&x).unwrap();
     let logits = features
         .matmul(&classifier_w.t().unwrap())

@@ -3,6 +3,7 @@
 
 mod common;
 
+use affectcam::capture::demux::read_video_track;
 use affectcam::capture::video::Mp4Source;
 use affectcam::capture::FrameSource;
 use affectcam::geometry::FaceBox;
@@ -142,8 +143,10 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     let (mut agree, mut fresh) = (0, 0);
     for r in records.iter().filter(|r| r["raw"]["this_frame"] == true) {
         let frame = &clip.frames[r["frame"].as_u64().unwrap() as usize];
-        let input = pre.to_input(&pre.crop_face(frame, face_box(r)));
-        let batch = pre.batch(&[input], &candle_core::Device::Cpu).unwrap();
+        let face = pre.face_pixels(&pre.crop_face(frame, face_box(r)));
+        let batch = pre
+            .batch_of([(&face[..], false)], &candle_core::Device::Cpu)
+            .unwrap();
         let label = model.predict(&batch).unwrap()[0].label();
         crop_labels
             .entry(r["id"].as_u64().unwrap())
@@ -279,13 +282,9 @@ fn bad_inputs_end_in_one_clear_error() {
 /// Overwrites the NAL length prefix of sample `index` (1-based) so it runs past the sample.
 fn damage_sample(path: &Path, index: u32) {
     let bytes = std::fs::read(path).unwrap();
-    let mut reader =
-        mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
-    let sample = reader.read_sample(1, index).unwrap().unwrap();
-    let at = bytes
-        .windows(sample.bytes.len())
-        .position(|w| w == &sample.bytes[..])
-        .unwrap();
+    let mut cursor = std::io::Cursor::new(&bytes);
+    let track = read_video_track(&mut cursor, bytes.len() as u64).unwrap();
+    let at = track.samples[index as usize - 1].offset as usize;
     let mut damaged = bytes.clone();
     damaged[at..at + 4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
     std::fs::write(path, damaged).unwrap();

@@ -61,37 +61,45 @@ impl<C: RawCamera> CameraSource<C> {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<RgbImage, String> {
-        let Negotiated { width, height, .. } = self.format;
-        let pixels = (width * height) as usize;
-        let expect = |per_pixel: usize| {
-            if bytes.len() == pixels * per_pixel {
-                Ok(())
-            } else {
-                Err(format!(
-                    "frame of {} bytes, expected {} for {width}×{height}",
-                    bytes.len(),
-                    pixels * per_pixel
-                ))
-            }
-        };
-        match &self.format.pixels {
-            PixelFormat::Mjpeg => decode_mjpeg(bytes),
-            PixelFormat::Yuyv => {
-                expect(2)?;
-                Ok(yuyv_to_rgb(bytes, width, height))
-            }
-            PixelFormat::Rgb => {
-                expect(3)?;
-                Ok(RgbImage::from_raw(width, height, bytes.to_vec()).expect("length checked"))
-            }
-            PixelFormat::Gray => {
-                expect(1)?;
-                let gray = image::GrayImage::from_raw(width, height, bytes.to_vec())
-                    .expect("length checked");
-                Ok(image::DynamicImage::ImageLuma8(gray).to_rgb8())
-            }
-            PixelFormat::Other(name) => Err(format!("unsupported pixel format {name}")),
+        decode_frame(&self.format, bytes)
+    }
+}
+
+/// Checks one raw frame against the negotiated format and decodes it.
+pub fn decode_frame(format: &Negotiated, bytes: &[u8]) -> Result<RgbImage, String> {
+    let Negotiated { width, height, .. } = *format;
+    let pixels = (width as usize).saturating_mul(height as usize);
+    let expect = |per_pixel: usize| {
+        if bytes.len() == pixels.saturating_mul(per_pixel) {
+            Ok(())
+        } else {
+            Err(format!(
+                "frame of {} bytes, expected {} for {width}×{height}",
+                bytes.len(),
+                pixels.saturating_mul(per_pixel)
+            ))
         }
+    };
+    match &format.pixels {
+        PixelFormat::Mjpeg => decode_mjpeg(bytes),
+        PixelFormat::Yuyv => {
+            if width % 2 != 0 {
+                return Err(format!("YUYV needs an even width, the camera says {width}"));
+            }
+            expect(2)?;
+            Ok(yuyv_to_rgb(bytes, width, height))
+        }
+        PixelFormat::Rgb => {
+            expect(3)?;
+            Ok(RgbImage::from_raw(width, height, bytes.to_vec()).expect("length checked"))
+        }
+        PixelFormat::Gray => {
+            expect(1)?;
+            let gray =
+                image::GrayImage::from_raw(width, height, bytes.to_vec()).expect("length checked");
+            Ok(image::DynamicImage::ImageLuma8(gray).to_rgb8())
+        }
+        PixelFormat::Other(name) => Err(format!("unsupported pixel format {name}")),
     }
 }
 
@@ -260,9 +268,7 @@ pub fn decode_mjpeg(bytes: &[u8]) -> Result<RgbImage, String> {
         with_tables = insert_standard_huffman_tables(bytes)?;
         &with_tables
     };
-    image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| format!("bad MJPEG frame ({e})"))
+    crate::picture::decode(jpeg).map_err(|e| format!("bad MJPEG frame ({e})"))
 }
 
 /// Walks the JPEG marker segments up to the scan; true if any is a DHT (0xFFC4).
@@ -361,7 +367,7 @@ const AC_CHROMA_VALUES: [u8; 162] = [
 
 /// YUYV 4:2:2 (Y0 U Y1 V per pixel pair) to RGB with the BT.601 video-range matrix.
 fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> RgbImage {
-    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+    let mut rgb = Vec::with_capacity(yuyv.len() / 2 * 3);
     for quad in yuyv.chunks_exact(4) {
         let (u, v) = (f32::from(quad[1]) - 128.0, f32::from(quad[3]) - 128.0);
         for y in [quad[0], quad[2]] {

@@ -102,12 +102,10 @@ impl FrameSource for ImageSource {
         let Some(path) = self.files.get(self.next) else {
             return Ok(None);
         };
-        let image = image::open(path)
-            .map_err(|source| CaptureError::Image {
-                path: path.clone(),
-                source,
-            })?
-            .to_rgb8();
+        let image = crate::picture::open(path).map_err(|source| CaptureError::Image {
+            path: path.clone(),
+            source,
+        })?;
         let image = match self.size {
             None => {
                 self.size = Some(image.dimensions());

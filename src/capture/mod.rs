@@ -3,6 +3,7 @@
 //! the stream, so recordings play at the speed they were captured.
 
 pub mod camera;
+pub mod demux;
 pub mod images;
 pub mod video;
 

@@ -1,6 +1,7 @@
-//! H.264-in-MP4 files, read with no system libraries: the `mp4` demuxer and Cisco's OpenH264
-//! decoder (built from source by the `openh264` crate).
+//! H.264-in-MP4 files (plain or fragmented), read with no system libraries: our demuxer on
+//! `mp4-atom` and Cisco's OpenH264 decoder (built from source by the `openh264` crate).
 
+use super::demux::{read_video_track, DemuxError, Sample};
 use super::{CaptureError, FrameSource};
 use image::RgbImage;
 use openh264::decoder::{DecodeOptions, DecodedYUV, Decoder, DecoderConfig, Flush};
@@ -9,20 +10,24 @@ use openh264::OpenH264API;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Annex-B start code that OpenH264 expects in front of every NAL unit.
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
+/// Where an MP4 file's bytes come from: a file, or memory (tests, fuzzing).
+pub trait MediaReader: Read + Seek {}
+impl<T: Read + Seek> MediaReader for T {}
+
 pub struct Mp4Source {
     path: PathBuf,
-    reader: mp4::Mp4Reader<BufReader<File>>,
-    track_id: u32,
+    file: Box<dyn MediaReader>,
     timescale: u32,
-    sample_count: u32,
-    next_sample: u32,
+    samples: Vec<Sample>,
+    next_sample: usize,
+    sample_bytes: Vec<u8>,
     /// Bytes of each NAL unit's length prefix in the samples (from the avcC box).
     length_size: usize,
     decoder: Decoder,
@@ -42,34 +47,32 @@ pub struct Mp4Source {
 
 impl Mp4Source {
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let fail = |reason: String| CaptureError::Video {
-            path: path.to_path_buf(),
-            reason,
-        };
         let file = File::open(path).map_err(|source| CaptureError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reader = mp4::Mp4Reader::read_header(BufReader::new(file), size)
-            .map_err(|e| fail(format!("not a readable MP4 file ({e})")))?;
-        let video = reader.tracks().values().find(|t| {
-            t.track_type()
-                .is_ok_and(|kind| kind == mp4::TrackType::Video)
-        });
-        let Some(track) = video else {
-            return Err(fail("the MP4 file has no video track".into()));
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self::from_reader(path, Box::new(BufReader::new(file)), len)
+    }
+
+    /// Reads an MP4 file of `len` bytes from `file`; `path` names it in messages.
+    pub fn from_reader(
+        path: &Path,
+        mut file: Box<dyn MediaReader>,
+        len: u64,
+    ) -> Result<Self, CaptureError> {
+        let fail = |reason: String| CaptureError::Video {
+            path: path.to_path_buf(),
+            reason,
         };
-        let avc = match (track.media_type(), &track.trak.mdia.minf.stbl.stsd.avc1) {
-            (Ok(mp4::MediaType::H264), Some(avc1)) => &avc1.avcc,
-            (kind, _) => {
-                let found = kind.map_or("unknown codec".into(), |k| k.to_string());
-                return Err(CaptureError::Unsupported {
-                    path: path.to_path_buf(),
-                    found: format!("{found} video; only H.264 is decoded"),
-                });
-            }
-        };
+        let track = read_video_track(&mut file, len).map_err(|e| match e {
+            DemuxError::Codec(found) => CaptureError::Unsupported {
+                path: path.to_path_buf(),
+                found: format!("{found} video; only H.264 is decoded"),
+            },
+            other => fail(other.to_string()),
+        })?;
+        let avc = &track.avcc;
         let mut parameter_sets = Vec::new();
         for nal in avc
             .sequence_parameter_sets
@@ -77,33 +80,33 @@ impl Mp4Source {
             .chain(&avc.picture_parameter_sets)
         {
             parameter_sets.extend_from_slice(&START_CODE);
-            parameter_sets.extend_from_slice(&nal.bytes);
+            parameter_sets.extend_from_slice(nal);
         }
         // B-frames need the decoder to hold pictures back until their turn: no flushing.
         let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
         let decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| fail(format!("cannot start the H.264 decoder ({e})")))?;
-        let (track_id, timescale, sample_count) =
-            (track.track_id(), track.timescale(), track.sample_count());
+        let cut_off = if track.truncated {
+            ", cut off (kept up to the last complete fragment)"
+        } else {
+            ""
+        };
         let describe = format!(
-            "{}: {}×{} H.264, {} frames at {:.1} fps",
+            "{}: {}×{} H.264, {} frames at {:.1} fps{cut_off}",
             path.display(),
-            track.width(),
-            track.height(),
-            sample_count,
+            track.width,
+            track.height,
+            track.samples.len(),
             track.frame_rate()
         );
-        if timescale == 0 {
-            return Err(fail("the video track has a zero timescale".into()));
-        }
         Ok(Self {
             path: path.to_path_buf(),
-            length_size: usize::from(avc.length_size_minus_one & 3) + 1,
-            reader,
-            track_id,
-            timescale,
-            sample_count,
-            next_sample: 1,
+            length_size: usize::from(avc.length_size.clamp(1, 4)),
+            file,
+            timescale: track.timescale,
+            samples: track.samples,
+            next_sample: 0,
+            sample_bytes: Vec::new(),
             decoder,
             parameter_sets,
             annex_b: Vec::new(),
@@ -124,21 +127,27 @@ impl Mp4Source {
 
     /// Sends the next sample to the decoder, queueing any picture it returns.
     fn decode_next_sample(&mut self) -> Result<(), CaptureError> {
-        let index = self.next_sample;
+        let index = self.next_sample + 1; // frames are numbered from 1 in messages
+        let sample = self.samples[self.next_sample];
         self.next_sample += 1;
-        let sample = match self.reader.read_sample(self.track_id, index) {
-            Ok(Some(sample)) => sample,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(self.fail(format!("cannot read frame {index} ({e})"))),
-        };
+        self.sample_bytes.resize(sample.size as usize, 0);
+        let read = self
+            .file
+            .seek(SeekFrom::Start(sample.offset))
+            .and_then(|_| self.file.read_exact(&mut self.sample_bytes));
+        if let Err(e) = read {
+            return Err(self.fail(format!("cannot read frame {index} ({e})")));
+        }
         self.annex_b.clear();
         if index == 1 {
             self.annex_b.extend_from_slice(&self.parameter_sets);
         }
-        if !length_prefixed_to_annex_b(&sample.bytes, self.length_size, &mut self.annex_b) {
+        if !length_prefixed_to_annex_b(&self.sample_bytes, self.length_size, &mut self.annex_b) {
             return Err(self.fail(format!("frame {index} is damaged (bad NAL unit lengths)")));
         }
-        let pts = (sample.start_time as i64 + i64::from(sample.rendering_offset)).max(0) as u64;
+        let pts = (sample.decode_time as i64)
+            .saturating_add(sample.composition_offset)
+            .max(0) as u64;
         self.pending_pts.push(Reverse(pts));
         let options = DecodeOptions::new().flush_after_decode(Flush::NoFlush);
         match self.decoder.decode_with_options(&self.annex_b, options) {
@@ -195,7 +204,7 @@ impl FrameSource for Mp4Source {
     }
 
     fn frame_count(&self) -> Option<u64> {
-        Some(u64::from(self.sample_count))
+        Some(self.samples.len() as u64)
     }
 
     fn next_frame(&mut self) -> Result<Option<(Duration, RgbImage)>, CaptureError> {
@@ -203,7 +212,7 @@ impl FrameSource for Mp4Source {
             if let Some(frame) = self.decoded.pop_front() {
                 return Ok(Some(frame));
             }
-            if self.next_sample <= self.sample_count {
+            if self.next_sample < self.samples.len() {
                 self.decode_next_sample()?;
                 continue;
             }

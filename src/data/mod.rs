@@ -104,8 +104,8 @@ pub struct Splits {
     pub skipped: Vec<String>,
 }
 
-/// Options for reading datasets.
-#[derive(Debug, Clone, Copy)]
+/// Options for reading datasets (serde: part of a training recipe).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     pub format: Option<Format>,
     pub label_mode: LabelMode,
@@ -244,15 +244,14 @@ pub fn decode(
     let decoded: Vec<Result<FacePixels, DataError>> = samples
         .par_iter()
         .map(|s| {
-            let result = image::open(&s.image)
+            let result = crate::picture::open(&s.image)
                 .map_err(|e| DataError::BadImage {
                     file: s.origin.0.clone(),
                     line: s.origin.1,
                     image: s.image.clone(),
                     reason: e.to_string(),
                 })
-                .map(|img| {
-                    let rgb = img.to_rgb8();
+                .map(|rgb| {
                     let face = match s.face {
                         Some(b) => pre.crop_face(&rgb, b),
                         None => rgb,

@@ -43,12 +43,7 @@ pub fn predict(
     let bar = crate::progress::counting_bar(faces.len(), what, "faces");
     let mut out = Predictions::default();
     for chunk in faces.chunks(batch_size.max(1)) {
-        let mut inputs = Vec::with_capacity(chunk.len() * pre.input_size * pre.input_size * 3);
-        for face in chunk {
-            pre.push_input(face, false, &mut inputs);
-        }
-        let s = pre.input_size;
-        let x = candle_core::Tensor::from_vec(inputs, (chunk.len(), s, s, 3), device)?;
+        let x = pre.batch_of(chunk.iter().map(|f| (&f[..], false)), device)?;
         out.extend(model.predict(&x)?);
         bar.inc(chunk.len() as u64);
     }

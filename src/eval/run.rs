@@ -3,39 +3,17 @@
 
 use super::metrics::EvalReport;
 use super::{predict, score, Predictions};
-use crate::data::{self, DataError, FacePixels, LoadOptions, Sample};
+use crate::data::{self, FacePixels, LoadOptions, Sample};
 use crate::model::labels::EMOTIONS;
 use crate::model::preprocess::Preprocess;
 use crate::model::AffectModel;
-use crate::report::{self, Example, ReportError};
+use crate::report::{self, Example};
+use crate::run_error::{io_err, RunError};
 use candle_core::Device;
 use image::RgbImage;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-/// Errors of an evaluation.
-#[derive(Debug, thiserror::Error)]
-pub enum EvalError {
-    /// Reading a dataset failed.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// Running the model failed.
-    #[error("model: {0}")]
-    Model(#[from] candle_core::Error),
-    /// Drawing a picture failed.
-    #[error(transparent)]
-    Report(#[from] ReportError),
-    /// Writing an output file failed.
-    #[error("{path}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The selection holds no samples.
-    #[error("no samples to evaluate in the chosen split")]
-    Empty,
-}
 
 /// Which split(s) of each dataset to use.
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -77,13 +55,6 @@ pub struct EvalOutput {
     pub leakage: Option<Leakage>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
-    move |source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn select(splits: data::Splits, split: Split) -> Vec<Sample> {
     match split {
         Split::Train => splits.train,
@@ -98,7 +69,7 @@ fn train_hashes(
     path: &Path,
     opts: &EvalOptions,
     pre: &Preprocess,
-) -> Result<HashSet<[u8; 32]>, EvalError> {
+) -> Result<HashSet<[u8; 32]>, RunError> {
     let splits = data::load(path, &opts.load)?;
     let (_, faces, _) = data::decode(splits.train, pre, true, "train data")?;
     Ok(faces.iter().map(|f| data::pixel_hash(f)).collect())
@@ -114,16 +85,8 @@ fn face_image(face: &FacePixels, pre: &Preprocess) -> RgbImage {
     })
 }
 
-fn write_predictions(
-    path: &Path,
-    samples: &[Sample],
-    preds: &Predictions,
-) -> Result<(), EvalError> {
-    let csv_err = |e: csv::Error| EvalError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    };
-    let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
+fn write_predictions(path: &Path, samples: &[Sample], preds: &Predictions) -> Result<(), RunError> {
+    let mut w = csv::Writer::from_path(path).map_err(io_err(path))?;
     let mut header = vec![
         "file".to_string(),
         "true_label".into(),
@@ -131,7 +94,7 @@ fn write_predictions(
     ];
     header.extend(EMOTIONS.iter().map(|e| format!("p_{e}")));
     header.extend(["valence", "arousal", "true_valence", "true_arousal"].map(String::from));
-    w.write_record(&header).map_err(csv_err)?;
+    w.write_record(&header).map_err(io_err(path))?;
     let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
     for (i, s) in samples.iter().enumerate() {
         let mut row = vec![
@@ -144,7 +107,7 @@ fn write_predictions(
         row.push(format!("{:.4}", preds.valence_arousal[i][1]));
         row.push(opt(s.valence_arousal.map(|v| v[0])));
         row.push(opt(s.valence_arousal.map(|v| v[1])));
-        w.write_record(&row).map_err(csv_err)?;
+        w.write_record(&row).map_err(io_err(path))?;
     }
     w.flush().map_err(io_err(path))
 }
@@ -156,7 +119,7 @@ fn write_examples(
     faces: &[FacePixels],
     preds: &Predictions,
     pre: &Preprocess,
-) -> Result<(), EvalError> {
+) -> Result<(), RunError> {
     for (correct, name) in [
         (true, "examples_correct.png"),
         (false, "examples_wrong.png"),
@@ -199,7 +162,7 @@ pub fn run(
     model: &AffectModel,
     device: &Device,
     opts: &EvalOptions,
-) -> Result<EvalOutput, EvalError> {
+) -> Result<EvalOutput, RunError> {
     let pre = model.meta.preprocess;
     let (mut samples, mut faces, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     for path in &opts.data {
@@ -216,7 +179,7 @@ pub fn run(
         faces.extend(f);
     }
     if samples.is_empty() {
-        return Err(EvalError::Empty);
+        return Err(RunError::Empty);
     }
     let preds = predict(model, &faces, 64, device, "evaluating")?;
     let report = score(&samples, &preds);
@@ -268,10 +231,7 @@ pub fn run(
         leakage,
     };
     if let Some(path) = &opts.json {
-        let json = serde_json::to_string_pretty(&output).map_err(|e| EvalError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        let json = serde_json::to_string_pretty(&output).map_err(io_err(path))?;
         std::fs::write(path, json).map_err(io_err(path))?;
     }
     Ok(output)

@@ -37,8 +37,9 @@ impl FromStr for ColorMode {
     }
 }
 
-/// Preprocessing settings, stored in every weights file's metadata.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Preprocessing settings, stored in every weights file's metadata (as its own keys, see
+/// `ModelMeta::to_metadata`) and in a training recipe (serde).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocess {
     pub input_size: usize,
     pub color: ColorMode,
@@ -118,7 +119,7 @@ impl Preprocess {
 
     /// Appends the network input for `pixels` (from [`Preprocess::face_pixels`]) to `out`:
     /// `input_size²·3` values in [-1, 1], NHWC, optionally mirrored left–right.
-    pub fn push_input(&self, pixels: &[u8], mirror: bool, out: &mut Vec<f32>) {
+    fn push_input(&self, pixels: &[u8], mirror: bool, out: &mut Vec<f32>) {
         let s = self.input_size;
         let ch = self.channels();
         for y in 0..s {
@@ -132,18 +133,22 @@ impl Preprocess {
         }
     }
 
-    /// Face image (any size) → `input_size²·3` values in [-1, 1], NHWC order.
-    pub fn to_input(&self, face: &RgbImage) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.input_size * self.input_size * 3);
-        self.push_input(&self.face_pixels(face), false, &mut out);
-        out
-    }
-
-    /// Stacks inputs from [`Preprocess::to_input`] into an `[N, S, S, 3]` tensor.
-    pub fn batch(&self, inputs: &[Vec<f32>], device: &Device) -> Result<Tensor> {
+    /// The network input for faces' pixels (from [`Preprocess::face_pixels`]), each mirrored
+    /// left–right where its flag says so: an `[N, S, S, 3]` tensor in [-1, 1].
+    pub fn batch_of<'a>(
+        &self,
+        faces: impl IntoIterator<Item = (&'a [u8], bool)>,
+        device: &Device,
+    ) -> Result<Tensor> {
         let s = self.input_size;
-        let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
-        Tensor::from_vec(flat, (inputs.len(), s, s, 3), device)
+        let faces = faces.into_iter();
+        let mut values = Vec::with_capacity(faces.size_hint().0 * s * s * 3);
+        let mut n = 0;
+        for (pixels, mirror) in faces {
+            self.push_input(pixels, mirror, &mut values);
+            n += 1;
+        }
+        Tensor::from_vec(values, (n, s, s, 3), device)
     }
 }
 
@@ -173,17 +178,24 @@ mod tests {
         assert_eq!(crop.get_pixel(40, 35).0, [200, 100, 50]);
     }
 
+    /// The batch of one face, flattened.
+    fn input_of(p: &Preprocess, pixels: &[u8], mirror: bool) -> Vec<f32> {
+        let batch = p.batch_of([(pixels, mirror)], &Device::Cpu).unwrap();
+        batch.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
     #[test]
     fn input_is_scaled_to_minus_one_one() {
         let face = RgbImage::from_pixel(48, 48, Rgb([255, 0, 0]));
         let rgb = Preprocess {
             color: ColorMode::Rgb,
             ..Default::default()
-        }
-        .to_input(&face);
+        };
+        let rgb = input_of(&rgb, &rgb.face_pixels(&face), false);
         assert_eq!(rgb.len(), 128 * 128 * 3);
         assert_eq!(&rgb[..3], &[1.0, -1.0, -1.0]);
-        let gray = Preprocess::default().to_input(&face);
+        let gray = Preprocess::default();
+        let gray = input_of(&gray, &gray.face_pixels(&face), false);
         assert!(gray[0] == gray[1] && gray[1] == gray[2] && gray[0] < 0.0);
     }
 
@@ -193,9 +205,9 @@ mod tests {
             input_size: 2,
             ..Default::default()
         };
-        let (mut plain, mut mirrored) = (Vec::new(), Vec::new());
-        p.push_input(&[0, 255, 0, 255], false, &mut plain);
-        p.push_input(&[0, 255, 0, 255], true, &mut mirrored);
+        let pixels = [0, 255, 0, 255];
+        let plain = input_of(&p, &pixels, false);
+        let mirrored = input_of(&p, &pixels, true);
         assert_eq!(&plain[..6], &[-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]);
         assert_eq!(&mirrored[..6], &[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]);
     }

@@ -78,11 +78,11 @@ impl Analyser<'_> {
         if !pending.is_empty() {
             let t = Instant::now();
             let pre = self.model.meta.preprocess;
-            let inputs: Vec<Vec<f32>> = pending
+            let faces: Vec<Vec<u8>> = pending
                 .iter()
-                .map(|&i| pre.to_input(&pre.crop_face(&frame.image, located[i].face)))
+                .map(|&i| pre.face_pixels(&pre.crop_face(&frame.image, located[i].face)))
                 .collect();
-            let batch = pre.batch(&inputs, self.device)?;
+            let batch = pre.batch_of(faces.iter().map(|f| (&f[..], false)), self.device)?;
             let model = self.model;
             let predictions = match &self.model_pool {
                 Some(pool) => pool.install(|| model.predict(&batch))?,

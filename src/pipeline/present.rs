@@ -123,7 +123,10 @@ impl<'a> Presenter<'a> {
         let Analysed { frame, faces } = analysed;
         let start = Instant::now();
         let mut image = frame.image;
-        let readout = readout_of(&self.recent, self.recording);
+        // REC tells the person at the window; drawn into a file (annotate, headless) it only
+        // clutters the video.
+        let in_window = self.config.mode == (Mode::Live { window: true });
+        let readout = readout_of(&self.recent, self.recording && in_window);
         self.overlay.draw(&mut image, &faces, Some(&readout));
         self.render_ms.record(ms(start.elapsed()));
 

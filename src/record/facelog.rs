@@ -12,7 +12,11 @@ use crate::smooth::FaceResult;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How far the file may lag behind the run: after a crash it is at most this much behind the
+/// recording.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 enum Sink {
     Jsonl(BufWriter<File>),
@@ -23,6 +27,7 @@ pub struct FaceLog {
     path: PathBuf,
     sink: Sink,
     records: u64,
+    flushed_at: Instant,
 }
 
 impl FaceLog {
@@ -56,6 +61,7 @@ impl FaceLog {
             path: path.to_path_buf(),
             sink,
             records: 0,
+            flushed_at: Instant::now(),
         })
     }
 
@@ -117,15 +123,23 @@ impl FaceLog {
             }
             self.records += 1;
         }
+        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Flushes the file; returns how many records were written.
-    pub fn finish(self) -> std::io::Result<u64> {
-        match self.sink {
-            Sink::Jsonl(mut out) => out.flush()?,
-            Sink::Csv(mut out) => out.flush()?,
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flushed_at = Instant::now();
+        match &mut self.sink {
+            Sink::Jsonl(out) => out.flush(),
+            Sink::Csv(out) => out.flush(),
         }
+    }
+
+    /// Flushes the file; returns how many records were written.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        self.flush()?;
         Ok(self.records)
     }
 }

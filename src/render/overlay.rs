@@ -45,6 +45,79 @@ pub struct Overlay {
     pub show_landmarks: bool,
 }
 
+/// Where one face's annotations go: the box as detected (it may leave the frame), its tag,
+/// and the valence–arousal widget (disc and text), the last two always inside the frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FaceLayout {
+    face_box: Rect,
+    thickness: i32,
+    pad: i32,
+    tag: Rect,
+    radius: i32,
+    widget: Rect,
+}
+
+impl FaceLayout {
+    /// `tag_text`: the tag's text size; `lines_w`: the widest valence/arousal line.
+    fn new(
+        (fw, fh): (u32, u32),
+        face: &FaceResult,
+        unit: f32,
+        tag_text: (u32, u32),
+        lines_w: i32,
+    ) -> Self {
+        let (fw, fh) = (fw as i32, fh as i32);
+        let b = face.face;
+        let (x, y) = (b.x.round() as i32, b.y.round() as i32);
+        let (w, h) = (
+            b.width.round().max(2.0) as i32,
+            b.height.round().max(2.0) as i32,
+        );
+        let thickness = (2.0 * unit).round().max(1.0) as i32;
+        let pad = (3.0 * unit) as i32;
+        // Tag above the box, inside it when the box touches the top edge.
+        let (tag_w, tag_h) = (tag_text.0 as i32 + 2 * pad, tag_text.1 as i32 + 2 * pad);
+        let above = y - thickness - tag_h;
+        let tag_y = if above >= 0 { above } else { y.max(0) };
+        let tag = inside(x - thickness, tag_y, tag_w, tag_h, fw, fh);
+        // The widget goes below the box, else above the tag, else beside the box on the side
+        // with room; then it is pushed inside the frame.
+        let radius = (20.0 * unit).round() as i32;
+        let (ww, wh) = (2 * radius + pad + lines_w, 2 * radius);
+        let below = y + h + thickness + pad;
+        let over = tag.top() - pad - wh;
+        let right = x + w + thickness + pad;
+        let left = x - thickness - pad - ww;
+        let (wx, wy) = if below + wh <= fh {
+            (x, below)
+        } else if over >= 0 {
+            (x, over)
+        } else if right + ww <= fw {
+            (right, y + h - wh)
+        } else if left >= 0 {
+            (left, y + h - wh)
+        } else {
+            (x, y + h - wh) // no room outside: inside the box's bottom
+        };
+        Self {
+            face_box: Rect::at(x, y).of_size(w as u32, h as u32),
+            thickness,
+            pad,
+            tag,
+            radius,
+            widget: inside(wx, wy, ww, wh, fw, fh),
+        }
+    }
+}
+
+/// A `w`×`h` rectangle at (x, y), moved the least needed to lie inside a `fw`×`fh` frame
+/// (at the top-left when it is larger than the frame).
+fn inside(x: i32, y: i32, w: i32, h: i32, fw: i32, fh: i32) -> Rect {
+    let x = x.min(fw - w).max(0);
+    let y = y.min(fh - h).max(0);
+    Rect::at(x, y).of_size(w.max(1) as u32, h.max(1) as u32)
+}
+
 impl Default for Overlay {
     fn default() -> Self {
         Self::new()
@@ -81,86 +154,69 @@ impl Overlay {
 
     fn draw_face(&self, frame: &mut RgbImage, face: &FaceResult, unit: f32) {
         let color = EMOTION_COLORS[face.label];
-        let b = face.face;
-        let (x, y) = (b.x.round() as i32, b.y.round() as i32);
-        let (w, h) = (
-            b.width.round().max(2.0) as u32,
-            b.height.round().max(2.0) as u32,
-        );
-        let thickness = (2.0 * unit).round().max(1.0) as i32;
-        for t in 0..thickness {
-            draw_hollow_rect_mut(
-                frame,
-                Rect::at(x - t, y - t).of_size(w + 2 * t as u32, h + 2 * t as u32),
-                color,
-            );
-        }
-
-        // Tag above the box (inside it when the box touches the top edge).
         let scale = PxScale::from(16.0 * unit);
+        let small = PxScale::from(13.0 * unit);
+        let s = face.smoothed;
         let tag = format!(
             "#{} {} {:.0}%",
             face.id,
             EMOTIONS[face.label],
             100.0 * face.confidence
         );
-        let (tw, th) = text_size(scale, &self.font, &tag);
-        let pad = (3.0 * unit) as i32;
-        let tag_h = th as i32 + 2 * pad;
-        let tag_y = if y - thickness - tag_h >= 0 {
-            y - thickness - tag_h
-        } else {
-            y
-        };
-        draw_filled_rect_mut(
-            frame,
-            Rect::at(x - thickness, tag_y).of_size(tw + 2 * pad as u32, tag_h as u32),
-            color,
+        let lines = [
+            format!("valence {:+.2}", s.valence),
+            format!("arousal {:+.2}", s.arousal),
+        ];
+        let text_w = lines
+            .iter()
+            .map(|l| text_size(small, &self.font, l).0)
+            .max()
+            .unwrap_or(0);
+        let layout = FaceLayout::new(
+            frame.dimensions(),
+            face,
+            unit,
+            text_size(scale, &self.font, &tag),
+            text_w as i32,
         );
+        let b = layout.face_box;
+        for t in 0..layout.thickness {
+            draw_hollow_rect_mut(
+                frame,
+                Rect::at(b.left() - t, b.top() - t)
+                    .of_size(b.width() + 2 * t as u32, b.height() + 2 * t as u32),
+                color,
+            );
+        }
+        draw_filled_rect_mut(frame, layout.tag, color);
         draw_text_mut(
             frame,
             BLACK,
-            x - thickness + pad,
-            tag_y + pad,
+            layout.tag.left() + layout.pad,
+            layout.tag.top() + layout.pad,
             scale,
             &self.font,
             &tag,
         );
 
-        // Valence–arousal disc under the box: x = valence, up = arousal.
-        let r = (20.0 * unit).round() as i32;
-        let centre = (x + r, y + h as i32 + thickness + r + pad);
+        // Valence–arousal disc: x = valence, up = arousal; its two text lines to the right.
+        let r = layout.radius;
+        let centre = (layout.widget.left() + r, layout.widget.top() + r);
         draw_filled_circle_mut(frame, centre, r, BLACK);
         draw_hollow_circle_mut(frame, centre, r, GREY);
         let (cx, cy) = (centre.0 as f32, centre.1 as f32);
         draw_line_segment_mut(frame, (cx - r as f32, cy), (cx + r as f32, cy), GREY);
         draw_line_segment_mut(frame, (cx, cy - r as f32), (cx, cy + r as f32), GREY);
-        let s = face.smoothed;
         let dot = (
             (cx + s.valence.clamp(-1.0, 1.0) * r as f32).round() as i32,
             (cy - s.arousal.clamp(-1.0, 1.0) * r as f32).round() as i32,
         );
         draw_filled_circle_mut(frame, dot, (3.0 * unit).round() as i32, color);
-        let small = PxScale::from(13.0 * unit);
-        let text_x = centre.0 + r + pad;
-        draw_text_mut(
-            frame,
-            WHITE,
-            text_x,
-            centre.1 - r,
-            small,
-            &self.font,
-            &format!("valence {:+.2}", s.valence),
-        );
-        draw_text_mut(
-            frame,
-            WHITE,
-            text_x,
-            centre.1 + (2.0 * unit) as i32,
-            small,
-            &self.font,
-            &format!("arousal {:+.2}", s.arousal),
-        );
+        let text_x = centre.0 + r + layout.pad;
+        let line_ys = [centre.1 - r, centre.1 + (2.0 * unit) as i32];
+        for (line, y) in lines.iter().zip(line_ys) {
+            draw_text_mut(frame, WHITE, text_x, y, small, &self.font, line);
+        }
     }
 
     fn draw_readout(&self, frame: &mut RgbImage, readout: &Readout, faces: usize, unit: f32) {
@@ -274,5 +330,69 @@ mod tests {
             .filter(|&(x, y)| frame.get_pixel(x, y).0.iter().all(|&c| c > 200))
             .count();
         assert!(readout_white > 50, "readout text drawn: {readout_white}");
+    }
+
+    fn face_at(x: f32, y: f32, side: f32) -> FaceResult {
+        let prediction = Prediction {
+            probs: [0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            valence: -0.3,
+            arousal: 0.4,
+        };
+        FaceResult {
+            id: 1,
+            face: FaceBox {
+                x,
+                y,
+                width: side,
+                height: side,
+            },
+            landmarks: None,
+            detector_score: 0.9,
+            raw: prediction,
+            fresh: true,
+            smoothed: prediction,
+            label: 0,
+            confidence: 0.9,
+        }
+    }
+
+    #[test]
+    fn tag_and_disc_stay_inside_the_frame_wherever_the_face_is() {
+        let (fw, fh) = (640u32, 360u32);
+        let within = |r: Rect| {
+            r.left() >= 0 && r.top() >= 0 && r.right() < fw as i32 && r.bottom() < fh as i32
+        };
+        // Near every edge and corner, half outside, and a face filling the frame.
+        for (x, y, side) in [
+            (300.0, 300.0, 50.0),
+            (300.0, 330.0, 60.0),
+            (600.0, 150.0, 80.0),
+            (-30.0, 150.0, 80.0),
+            (600.0, 320.0, 80.0),
+            (-20.0, -20.0, 60.0),
+            (280.0, -40.0, 70.0),
+            (0.0, 0.0, 360.0),
+        ] {
+            let layout = FaceLayout::new((fw, fh), &face_at(x, y, side), 0.75, (90, 14), 80);
+            assert!(
+                within(layout.tag),
+                "tag {:?} for a face at ({x}, {y})",
+                layout.tag
+            );
+            assert!(
+                within(layout.widget),
+                "disc and text {:?} for a face at ({x}, {y})",
+                layout.widget
+            );
+        }
+        // A face near the bottom puts the disc above the tag, not below the frame.
+        let layout = FaceLayout::new((fw, fh), &face_at(300.0, 300.0, 50.0), 0.75, (90, 14), 80);
+        assert!(layout.widget.bottom() < layout.tag.top(), "{layout:?}");
+        // With room below, it stays below the box.
+        let layout = FaceLayout::new((fw, fh), &face_at(300.0, 50.0, 50.0), 0.75, (90, 14), 80);
+        assert!(layout.widget.top() > 100, "{layout:?}");
+        // Drawing at the edges never panics, with pixels inside the frame only.
+        let mut frame = RgbImage::new(fw, fh);
+        Overlay::new().draw(&mut frame, &[face_at(620.0, 340.0, 90.0)], None);
     }
 }

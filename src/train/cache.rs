@@ -5,6 +5,7 @@
 use super::{Finetune, Trainer};
 use crate::data::FacePixels;
 use crate::model::preprocess::Preprocess;
+use crate::run_error::RunError;
 use candle_core::{Device, Result, Tensor};
 use half::f16;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ impl ActivationCache {
         with_mirror: bool,
         dir: &Path,
         what: &str,
-    ) -> std::result::Result<Self, super::fit::TrainError> {
+    ) -> std::result::Result<Self, RunError> {
         let device = trainer.device();
         let views = if with_mirror { 2 } else { 1 };
         let shape = boundary_shape(trainer.finetune, pre.input_size);
@@ -41,7 +42,7 @@ impl ActivationCache {
         let expected = faces.len() * views * width * 2;
         if let Ok(bytes) = std::fs::read(&path) {
             if bytes.len() == expected {
-                eprintln!("{what}: using cached activations {}", path.display());
+                log::info!("{what}: using cached activations {}", path.display());
                 let data = bytes
                     .chunks_exact(2)
                     .map(|b| f16::from_le_bytes([b[0], b[1]]))
@@ -54,12 +55,7 @@ impl ActivationCache {
         for chunk in faces.chunks(64) {
             let mut per_view = Vec::with_capacity(views);
             for mirror in [false, true].into_iter().take(views) {
-                let mut pixels = Vec::new();
-                for face in chunk {
-                    pre.push_input(face, mirror, &mut pixels);
-                }
-                let s = pre.input_size;
-                let images = Tensor::from_vec(pixels, (chunk.len(), s, s, 3), device)?;
+                let images = pre.batch_of(chunk.iter().map(|f| (&f[..], mirror)), device)?;
                 let act = trainer.frozen_forward(&images)?;
                 per_view.push(act.flatten_from(1)?.to_vec2::<f32>()?);
             }
@@ -77,10 +73,7 @@ impl ActivationCache {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         // A cache that cannot be written only costs time next run.
         if let Err(e) = std::fs::write(&path, bytes) {
-            eprintln!(
-                "warning: cannot write activation cache {}: {e}",
-                path.display()
-            );
+            log::warn!("cannot write activation cache {}: {e}", path.display());
         }
         Ok(Self { shape, views, data })
     }

@@ -1,4 +1,9 @@
 //! Training: one optimisation step on the shared model, with a frozen prefix of the trunk.
+//!
+//! A run (`fit`) reads its settings (`config`) and faces (`data`), trains `epoch` by epoch on
+//! images or cached frozen-trunk activations (`cache`) with `adam`, keeps the best weights
+//! (`checkpoint`), records `history` and ends with an evaluation on the test splits
+//! (`evaluate`).
 
 use crate::model::mobilenetv2::{is_in_blocks_from, NUM_BLOCKS};
 use crate::model::{AffectModel, ModelMeta};
@@ -7,7 +12,13 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub mod adam;
 pub mod cache;
+mod checkpoint;
+pub mod config;
+mod data;
+mod epoch;
+mod evaluate;
 pub mod fit;
+pub mod history;
 use adam::{Adam, AdamParams};
 use std::collections::HashMap;
 

@@ -1,0 +1,396 @@
+//! MP4 demuxing for H.264 video: the sample table of the first video track, from a plain MP4
+//! (`stbl` tables) or a fragmented one (`moof`/`traf`/`trun`, as affectcam records), with the
+//! atoms parsed by `mp4-atom`. Every count, offset and size is checked against the file, so a
+//! hostile file can neither make us read outside it nor allocate more than it could describe.
+//! A file that ends inside an atom (a recording cut off by a crash) keeps every complete
+//! fragment before that point.
+
+use mp4_atom::{Any, Codec, Decode, Encode, FourCC, Moof, Moov, StszSamples, Trak};
+use std::io::{Read, Seek, SeekFrom};
+
+/// Largest `moov` or `moof` read into memory. Real headers are kilobytes to a few megabytes.
+const MAX_HEADER_ATOM: u64 = 64 << 20;
+/// Most samples a track may have: 46 hours at 30 fps, a 160 MB table. Bounds what a hostile
+/// file can make us allocate (counts are also bounded by the file's length).
+const MAX_SAMPLES: usize = 5_000_000;
+/// `trun` sample flag: not a sync sample (ISO/IEC 14496-12, 8.8.3.1).
+const SAMPLE_IS_NON_SYNC: u32 = 0x0001_0000;
+
+/// Errors reading an MP4 file's structure.
+#[derive(Debug, thiserror::Error)]
+pub enum DemuxError {
+    /// Reading the file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not an MP4 file, or its header atoms are damaged.
+    #[error("not a readable MP4 file ({0})")]
+    NotMp4(String),
+    /// No video track.
+    #[error("the MP4 file has no video track")]
+    NoVideo,
+    /// A video codec other than H.264.
+    #[error("{0} video; only H.264 is decoded")]
+    Codec(String),
+    /// The sample tables contradict each other or point outside the file.
+    #[error("damaged sample tables ({0})")]
+    Tables(String),
+}
+
+fn damaged(reason: impl Into<String>) -> DemuxError {
+    DemuxError::Tables(reason.into())
+}
+
+/// One coded frame: where it is and when it is decoded and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub offset: u64,
+    pub size: u32,
+    /// Decode time in track ticks.
+    pub decode_time: u64,
+    /// Presentation time minus decode time, in track ticks (B-frames).
+    pub composition_offset: i64,
+    pub sync: bool,
+}
+
+/// The first video track of a file.
+#[derive(Debug, Clone)]
+pub struct VideoTrack {
+    pub width: u16,
+    pub height: u16,
+    /// Ticks per second.
+    pub timescale: u32,
+    /// The H.264 decoder configuration (length size, SPS, PPS).
+    pub avcc: mp4_atom::Avcc,
+    pub samples: Vec<Sample>,
+    /// The file ends inside an atom: everything before it was kept.
+    pub truncated: bool,
+}
+
+impl VideoTrack {
+    /// Frames per second over the whole track (0 when unknown).
+    pub fn frame_rate(&self) -> f64 {
+        let span = match (self.samples.first(), self.samples.last()) {
+            (Some(first), Some(last)) if self.samples.len() > 1 => {
+                last.decode_time.saturating_sub(first.decode_time)
+            }
+            _ => return 0.0,
+        };
+        if span == 0 {
+            return 0.0;
+        }
+        (self.samples.len() - 1) as f64 * f64::from(self.timescale) / span as f64
+    }
+}
+
+/// A top-level atom of interest, read whole, with its position in the file.
+enum TopLevel {
+    Moov(Box<Moov>),
+    Moof { moof: Moof, offset: u64 },
+}
+
+/// Reads the structure of an MP4 file of `len` bytes.
+pub fn read_video_track<R: Read + Seek>(file: &mut R, len: u64) -> Result<VideoTrack, DemuxError> {
+    let (atoms, truncated) = top_level_atoms(file, len)?;
+    let mut moov = None;
+    let mut moofs = Vec::new();
+    for atom in atoms {
+        match atom {
+            TopLevel::Moov(m) => moov = Some(m),
+            TopLevel::Moof { moof, offset } => moofs.push((moof, offset)),
+        }
+    }
+    let moov = moov.ok_or_else(|| DemuxError::NotMp4("no moov atom".into()))?;
+    let trak = moov
+        .trak
+        .iter()
+        .find(|t| t.mdia.hdlr.handler == FourCC::new(b"vide"))
+        .ok_or(DemuxError::NoVideo)?;
+    let codec = trak.mdia.minf.stbl.stsd.codecs.first();
+    let (visual, avcc) = match codec {
+        Some(Codec::Avc1(avc1)) => (&avc1.visual, avc1.avcc.clone()),
+        Some(other) => return Err(DemuxError::Codec(codec_name(other))),
+        None => return Err(DemuxError::Codec("unknown codec".into())),
+    };
+    let timescale = trak.mdia.mdhd.timescale;
+    if timescale == 0 {
+        return Err(damaged("the video track has a zero timescale"));
+    }
+    let (mut samples, mut next_decode_time) = progressive_samples(trak, len)?;
+    let track_id = trak.tkhd.track_id;
+    let trex = moov
+        .mvex
+        .as_ref()
+        .and_then(|mvex| mvex.trex.iter().find(|t| t.track_id == track_id));
+    let defaults = FragmentDefaults {
+        duration: trex.map_or(0, |t| t.default_sample_duration),
+        size: trex.map_or(0, |t| t.default_sample_size),
+        flags: trex.map_or(0, |t| t.default_sample_flags),
+    };
+    for (moof, offset) in &moofs {
+        fragment_samples(
+            moof,
+            *offset,
+            track_id,
+            &defaults,
+            len,
+            &mut next_decode_time,
+            &mut samples,
+        )?;
+    }
+    Ok(VideoTrack {
+        width: visual.width,
+        height: visual.height,
+        timescale,
+        avcc,
+        samples,
+        truncated,
+    })
+}
+
+/// The sample entry's four-letter code (`hev1`, `vp09`, …).
+fn codec_name(codec: &Codec) -> String {
+    if let Codec::Unknown(kind, _) = codec {
+        return kind.to_string();
+    }
+    let mut bytes = Vec::new();
+    match codec.encode(&mut bytes) {
+        Ok(()) if bytes.len() >= 8 => String::from_utf8_lossy(&bytes[4..8]).into_owned(),
+        _ => "unknown codec".into(),
+    }
+}
+
+/// The `moov` and every `moof`, skipping media data; stops (truncated) at an atom that runs
+/// past the end of the file.
+fn top_level_atoms<R: Read + Seek>(
+    file: &mut R,
+    len: u64,
+) -> Result<(Vec<TopLevel>, bool), DemuxError> {
+    let mut atoms = Vec::new();
+    let mut offset = 0u64;
+    let mut saw_ftyp_or_moov = false;
+    while len.saturating_sub(offset) >= 8 {
+        file.seek(SeekFrom::Start(offset))?;
+        let mut head = [0u8; 16];
+        file.read_exact(&mut head[..8])?;
+        let size32 = u32::from_be_bytes(head[..4].try_into().expect("4 bytes"));
+        let kind = FourCC::new(head[4..8].try_into().expect("4 bytes"));
+        let (header_len, size) = match size32 {
+            0 => (8, len - offset), // to the end of the file
+            1 => {
+                if len - offset < 16 {
+                    return Ok((atoms, true));
+                }
+                file.read_exact(&mut head[8..16])?;
+                (
+                    16,
+                    u64::from_be_bytes(head[8..16].try_into().expect("8 bytes")),
+                )
+            }
+            n => (8, u64::from(n)),
+        };
+        if size < header_len {
+            return Err(DemuxError::NotMp4(format!(
+                "atom {kind} at byte {offset} has size {size}"
+            )));
+        }
+        if offset == 0 && kind != FourCC::new(b"ftyp") && kind != FourCC::new(b"moov") {
+            return Err(DemuxError::NotMp4(format!("starts with {kind}, not ftyp")));
+        }
+        if size > len - offset {
+            // Cut off: keep what came before (a crashed recording's last fragment).
+            return Ok((atoms, true));
+        }
+        let is_moov = kind == FourCC::new(b"moov");
+        if is_moov || kind == FourCC::new(b"moof") {
+            if size > MAX_HEADER_ATOM {
+                return Err(DemuxError::NotMp4(format!(
+                    "{kind} atom of {size} bytes is implausibly large"
+                )));
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            let mut bytes = vec![0u8; size as usize];
+            file.read_exact(&mut bytes)?;
+            let parsed = Any::decode(&mut bytes.as_slice())
+                .map_err(|e| DemuxError::NotMp4(format!("{kind} atom: {e}")))?;
+            match parsed {
+                Any::Moov(moov) => atoms.push(TopLevel::Moov(Box::new(moov))),
+                Any::Moof(moof) => atoms.push(TopLevel::Moof { moof, offset }),
+                _ => {}
+            }
+        }
+        saw_ftyp_or_moov |= is_moov || kind == FourCC::new(b"ftyp");
+        offset += size;
+    }
+    if !saw_ftyp_or_moov {
+        return Err(DemuxError::NotMp4("no ftyp or moov atom".into()));
+    }
+    Ok((atoms, false))
+}
+
+/// Checks that `size` bytes at `offset` lie inside a file of `len` bytes.
+fn check_inside(offset: u64, size: u32, len: u64) -> Result<(), DemuxError> {
+    match offset.checked_add(u64::from(size)) {
+        Some(end) if end <= len && size > 0 => Ok(()),
+        _ => Err(damaged(format!(
+            "a frame of {size} bytes at byte {offset} is outside the {len}-byte file"
+        ))),
+    }
+}
+
+/// At most [`MAX_SAMPLES`], and no more than a file of `len` bytes can hold (a byte each).
+fn check_count(count: u64, len: u64) -> Result<(), DemuxError> {
+    if count > (MAX_SAMPLES as u64).min(len) {
+        return Err(damaged(format!("{count} frames in a {len}-byte file")));
+    }
+    Ok(())
+}
+
+/// Samples described by the track's `stbl` (none in a fragmented file's header), and the
+/// decode time after the last one.
+fn progressive_samples(trak: &Trak, len: u64) -> Result<(Vec<Sample>, u64), DemuxError> {
+    let stbl = &trak.mdia.minf.stbl;
+    let sizes: Vec<u32> = match &stbl.stsz.samples {
+        StszSamples::Different { sizes } => sizes.clone(),
+        // Every sample lies inside the file and is at least a byte, so `len` bounds the count.
+        StszSamples::Identical { count, size } => {
+            check_count(u64::from(*count), len)?;
+            vec![*size; *count as usize]
+        }
+    };
+    let count = sizes.len();
+    check_count(count as u64, len)?;
+    if count == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let chunk_offsets: Vec<u64> = match (&stbl.stco, &stbl.co64) {
+        (Some(stco), _) => stco.entries.iter().map(|&o| u64::from(o)).collect(),
+        (None, Some(co64)) => co64.entries.clone(),
+        (None, None) => return Err(damaged("no chunk offsets")),
+    };
+    // Decode times from stts; the table may not claim more samples than stsz has.
+    let mut decode_times = Vec::with_capacity(count);
+    let mut t = 0u64;
+    'stts: for entry in &stbl.stts.entries {
+        for _ in 0..entry.sample_count {
+            if decode_times.len() == count {
+                break 'stts;
+            }
+            decode_times.push(t);
+            t = t.saturating_add(u64::from(entry.sample_delta));
+        }
+    }
+    if decode_times.len() != count {
+        return Err(damaged(format!(
+            "stts times {} samples, stsz sizes {count}",
+            decode_times.len()
+        )));
+    }
+    let mut composition = vec![0i64; count];
+    if let Some(ctts) = &stbl.ctts {
+        let mut i = 0;
+        'ctts: for entry in &ctts.entries {
+            for _ in 0..entry.sample_count {
+                if i == count {
+                    break 'ctts;
+                }
+                composition[i] = entry.sample_offset;
+                i += 1;
+            }
+        }
+    }
+    let sync: Option<Vec<u32>> = stbl.stss.as_ref().map(|s| s.entries.clone());
+    // Offsets: samples are laid out chunk by chunk; stsc says how many per chunk.
+    let mut samples = Vec::with_capacity(count);
+    let entries = &stbl.stsc.entries;
+    let mut sample = 0usize;
+    for (e, entry) in entries.iter().enumerate() {
+        let first = entry.first_chunk.max(1) as usize;
+        let last = entries.get(e + 1).map_or(chunk_offsets.len(), |next| {
+            (next.first_chunk as usize).saturating_sub(1)
+        });
+        for chunk in first..=last.min(chunk_offsets.len()) {
+            let mut offset = chunk_offsets[chunk - 1];
+            for _ in 0..entry.samples_per_chunk {
+                if sample == count {
+                    break;
+                }
+                let size = sizes[sample];
+                check_inside(offset, size, len)?;
+                let number = sample as u32 + 1;
+                samples.push(Sample {
+                    offset,
+                    size,
+                    decode_time: decode_times[sample],
+                    composition_offset: composition[sample],
+                    sync: sync
+                        .as_ref()
+                        .is_none_or(|s| s.binary_search(&number).is_ok()),
+                });
+                offset += u64::from(size);
+                sample += 1;
+            }
+        }
+    }
+    if samples.len() != count {
+        return Err(damaged(format!(
+            "chunks hold {} samples, stsz sizes {count}",
+            samples.len()
+        )));
+    }
+    Ok((samples, t))
+}
+
+/// `trex` defaults for fragments.
+struct FragmentDefaults {
+    duration: u32,
+    size: u32,
+    flags: u32,
+}
+
+/// Appends the samples one `moof` (at file offset `moof_offset`) describes for `track_id`.
+fn fragment_samples(
+    moof: &Moof,
+    moof_offset: u64,
+    track_id: u32,
+    defaults: &FragmentDefaults,
+    len: u64,
+    next_decode_time: &mut u64,
+    samples: &mut Vec<Sample>,
+) -> Result<(), DemuxError> {
+    for traf in moof.traf.iter().filter(|t| t.tfhd.track_id == track_id) {
+        let tfhd = &traf.tfhd;
+        let base = tfhd.base_data_offset.unwrap_or(moof_offset);
+        let mut decode_time = traf
+            .tfdt
+            .as_ref()
+            .map_or(*next_decode_time, |t| t.base_media_decode_time);
+        let duration = tfhd.default_sample_duration.unwrap_or(defaults.duration);
+        let size = tfhd.default_sample_size.unwrap_or(defaults.size);
+        let flags = tfhd.default_sample_flags.unwrap_or(defaults.flags);
+        let mut offset = base;
+        for trun in &traf.trun {
+            if let Some(data_offset) = trun.data_offset {
+                offset = base
+                    .checked_add_signed(i64::from(data_offset))
+                    .ok_or_else(|| damaged("a fragment's data offset is before the file"))?;
+            }
+            check_count((samples.len() + trun.entries.len()) as u64, len)?;
+            for entry in &trun.entries {
+                let sample_size = entry.size.unwrap_or(size);
+                check_inside(offset, sample_size, len)?;
+                samples.push(Sample {
+                    offset,
+                    size: sample_size,
+                    decode_time,
+                    composition_offset: entry.cts.map_or(0, i64::from),
+                    sync: entry.flags.unwrap_or(flags) & SAMPLE_IS_NON_SYNC == 0,
+                });
+                offset += u64::from(sample_size);
+                decode_time =
+                    decode_time.saturating_add(u64::from(entry.duration.unwrap_or(duration)));
+            }
+        }
+        *next_decode_time = decode_time;
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The settings of a training run: what it reads, how it trains, where it writes. Saved as
+//! `recipe.json` and in the weights' metadata.
+
+use super::{Finetune, LearningRates};
+use crate::data::LoadOptions;
+use crate::model::preprocess::Preprocess;
+use crate::run_error::RunError;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which heads learn.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Emotion,
+    Va,
+    Both,
+}
+
+/// How the emotion loss counters class imbalance.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeights {
+    /// n / (classes · count), scikit-learn's "balanced" (the study's choice).
+    Balanced,
+    /// The square root of the balanced weights: gentler on the majority classes.
+    Sqrt,
+    None,
+}
+
+/// Every setting of a run; saved as `recipe.json` and in the weights' metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: Vec<PathBuf>,
+    /// How the data sources are read (layout, label mode, bad rows, seed).
+    #[serde(flatten)]
+    pub load: LoadOptions,
+    pub task: Task,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub patience: usize,
+    pub lr_trunk: f64,
+    pub lr_head: f64,
+    pub class_weights: ClassWeights,
+    /// Trainable trunk blocks from the end: `Some(0)` head only, `None` everything.
+    pub finetune_blocks: Option<usize>,
+    /// ImageNet MobileNetV2 file to start from; `None` trains from scratch.
+    pub init: Option<PathBuf>,
+    /// How faces become network inputs; stored with the weights.
+    #[serde(flatten)]
+    pub preprocess: Preprocess,
+    pub mirror: bool,
+    /// Times each valence/arousal-labelled training sample is seen per epoch (they are rare).
+    pub va_repeat: usize,
+    /// Use at most this many samples per split of each source (quick runs and tests).
+    pub limit: Option<usize>,
+    pub out: PathBuf,
+    /// Where frozen-trunk activations are cached between runs.
+    pub cache_dir: PathBuf,
+}
+
+impl TrainConfig {
+    /// Fails on a missing `init` file before any data is read.
+    pub fn check(&self) -> Result<(), RunError> {
+        match &self.init {
+            Some(path) if !path.is_file() => Err(RunError::InitNotFound(path.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn finetune(&self) -> Finetune {
+        match self.finetune_blocks {
+            None => Finetune::All,
+            Some(n) => Finetune::last_blocks(n),
+        }
+    }
+
+    pub(super) fn learning_rates(&self) -> LearningRates {
+        LearningRates {
+            trunk: self.lr_trunk,
+            head: self.lr_head,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::LabelMode;
+
+    #[test]
+    fn recipe_keys_stay_flat() {
+        let cfg = TrainConfig {
+            data: vec!["data".into()],
+            load: LoadOptions {
+                format: None,
+                label_mode: LabelMode::Majority,
+                skip_bad: false,
+                seed: 0,
+            },
+            task: Task::Both,
+            epochs: 1,
+            batch_size: 32,
+            patience: 4,
+            lr_trunk: 1e-4,
+            lr_head: 1e-3,
+            class_weights: ClassWeights::Balanced,
+            finetune_blocks: None,
+            init: None,
+            preprocess: Preprocess::default(),
+            mirror: true,
+            va_repeat: 8,
+            limit: None,
+            out: "out".into(),
+            cache_dir: "cache".into(),
+        };
+        let json = serde_json::to_value(&cfg).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| &k[..]).collect();
+        // serde_json's map is sorted, so this is also the order recipe.json lists them in.
+        assert_eq!(
+            keys,
+            [
+                "batch_size",
+                "cache_dir",
+                "class_weights",
+                "color",
+                "crop_margin",
+                "data",
+                "epochs",
+                "finetune_blocks",
+                "format",
+                "init",
+                "input_size",
+                "label_mode",
+                "limit",
+                "lr_head",
+                "lr_trunk",
+                "mirror",
+                "out",
+                "patience",
+                "seed",
+                "skip_bad",
+                "task",
+                "va_repeat",
+            ]
+        );
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.preprocess, cfg.preprocess);
+    }
+}

@@ -1,0 +1,181 @@
+//! Training data: every source read and decoded into faces, the class weights, each epoch's
+//! sample order, and a batch's images and targets.
+
+use super::config::{ClassWeights, Task, TrainConfig};
+use super::Targets;
+use crate::data::{self, FacePixels, Sample};
+use crate::model::labels::NUM_EMOTIONS;
+use crate::model::preprocess::Preprocess;
+use crate::run_error::RunError;
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use std::path::{Path, PathBuf};
+
+/// A decoded split: samples with their face pixels.
+#[derive(Default)]
+pub struct FaceSet {
+    pub samples: Vec<Sample>,
+    pub faces: Vec<FacePixels>,
+}
+
+impl FaceSet {
+    fn append(&mut self, other: FaceSet) {
+        self.samples.extend(other.samples);
+        self.faces.extend(other.faces);
+    }
+
+    /// A batch's images, each mirrored left–right where `mirrored` says so.
+    pub fn images(
+        &self,
+        indices: &[usize],
+        mirrored: &[bool],
+        pre: &Preprocess,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let faces = indices
+            .iter()
+            .zip(mirrored)
+            .map(|(&i, &m)| (&self.faces[i][..], m));
+        pre.batch_of(faces, device)
+    }
+
+    /// A batch's targets; tasks a sample has no label for (or that do not train) weigh 0.
+    pub fn targets(
+        &self,
+        indices: &[usize],
+        weights: &[f32; NUM_EMOTIONS],
+        task: Task,
+        device: &Device,
+    ) -> candle_core::Result<Targets> {
+        let n = indices.len();
+        let (mut dist, mut w, mut va, mut mask) = (
+            Vec::with_capacity(n * NUM_EMOTIONS),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n * 2),
+            Vec::with_capacity(n),
+        );
+        for &i in indices {
+            let sample = &self.samples[i];
+            match sample.emotion.filter(|_| task != Task::Va) {
+                Some((label, target)) => {
+                    dist.extend_from_slice(&target);
+                    w.push(weights[label]);
+                }
+                None => {
+                    dist.extend_from_slice(&[0.0; NUM_EMOTIONS]);
+                    w.push(0.0);
+                }
+            }
+            match sample.valence_arousal.filter(|_| task != Task::Emotion) {
+                Some(t) => {
+                    va.extend_from_slice(&t);
+                    mask.push(1f32);
+                }
+                None => {
+                    va.extend_from_slice(&[0.0, 0.0]);
+                    mask.push(0.0);
+                }
+            }
+        }
+        Ok(Targets {
+            emotion: Tensor::from_vec(dist, (n, NUM_EMOTIONS), device)?,
+            emotion_weight: Tensor::from_vec(w, n, device)?,
+            valence_arousal: Tensor::from_vec(va, (n, 2), device)?,
+            va_mask: Tensor::from_vec(mask, n, device)?,
+        })
+    }
+
+    /// The training order of one epoch: every sample, valence/arousal-labelled ones
+    /// `va_repeat` times, shuffled.
+    pub fn epoch_order(&self, va_repeat: usize, rng: &mut StdRng) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        for (i, s) in self.samples.iter().enumerate() {
+            if s.valence_arousal.is_some() {
+                order.extend(std::iter::repeat_n(i, va_repeat.saturating_sub(1)));
+            }
+        }
+        order.shuffle(rng);
+        order
+    }
+}
+
+/// A data source's short name for messages and file names (its folder or file name).
+pub fn source_name(path: &Path) -> String {
+    path.file_name()
+        .map_or("data".into(), |n| n.to_string_lossy().to_string())
+}
+
+/// Every source decoded: training and validation pooled, test kept per source.
+pub struct Sources {
+    pub train: FaceSet,
+    pub valid: FaceSet,
+    pub tests: Vec<(PathBuf, FaceSet)>,
+    /// Why rows were skipped, one line each.
+    pub skipped: Vec<String>,
+}
+
+/// Reads, limits and decodes every source, and logs how many faces each split has.
+pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
+    let (mut train, mut valid) = (FaceSet::default(), FaceSet::default());
+    let mut tests = Vec::new();
+    let mut skipped = Vec::new();
+    for path in &cfg.data {
+        let splits = data::load(path, &cfg.load)?;
+        skipped.extend(splits.skipped);
+        let name = source_name(path);
+        let mut decode = |mut samples: Vec<Sample>, split: &str| -> Result<FaceSet, RunError> {
+            if let Some(n) = cfg.limit {
+                samples.truncate(n);
+            }
+            let what = format!("{name} {split}");
+            let (samples, faces, bad) =
+                data::decode(samples, &cfg.preprocess, cfg.load.skip_bad, &what)?;
+            skipped.extend(bad);
+            Ok(FaceSet { samples, faces })
+        };
+        train.append(decode(splits.train, "train")?);
+        valid.append(decode(splits.valid, "valid")?);
+        tests.push((path.clone(), decode(splits.test, "test")?));
+    }
+    if train.samples.is_empty() || valid.samples.is_empty() {
+        return Err(RunError::Config(
+            "the data has no training or no validation samples".into(),
+        ));
+    }
+    log::info!(
+        "data: {} train, {} valid, {} test faces; {} rows skipped",
+        train.samples.len(),
+        valid.samples.len(),
+        tests.iter().map(|(_, t)| t.samples.len()).sum::<usize>(),
+        skipped.len()
+    );
+    Ok(Sources {
+        train,
+        valid,
+        tests,
+        skipped,
+    })
+}
+
+/// Class weights from the emotion labels of the training samples.
+pub fn class_weights(samples: &[Sample], mode: ClassWeights) -> [f32; NUM_EMOTIONS] {
+    let mut counts = [0usize; NUM_EMOTIONS];
+    for l in samples.iter().filter_map(Sample::label) {
+        counts[l] += 1;
+    }
+    let total: usize = counts.iter().sum();
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    std::array::from_fn(|c| {
+        let balanced = if counts[c] == 0 {
+            0.0
+        } else {
+            total as f32 / (present as f32 * counts[c] as f32)
+        };
+        match mode {
+            ClassWeights::Balanced => balanced,
+            ClassWeights::Sqrt => balanced.sqrt(),
+            ClassWeights::None => 1.0,
+        }
+    })
+}
