@@ -171,6 +171,63 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
 }
 
 #[test]
+fn two_faces_crossing_keep_their_ids() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let frames = 90;
+    let clip = clip::crossing(&shared, frames);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, jsonl) = (
+        dir.path().join("in.mp4"),
+        dir.path().join("out.mp4"),
+        dir.path().join("faces.jsonl"),
+    );
+    clip::write_mp4(&clip, &input);
+    let (ok, _, stderr) = common::run_affectcam(&[
+        &"annotate",
+        &"--input",
+        &input,
+        &"--output",
+        &output,
+        &"--jsonl",
+        &jsonl,
+    ]);
+    assert!(ok, "{stderr}");
+    let records = read_jsonl(&jsonl);
+    // Face 1 (the astronaut) is drawn over face 0: face 0 is judged only while no part of
+    // face 1's pasted square covers it.
+    let mut ids_of_face: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 2];
+    let mut judged = 0;
+    for (i, truths) in clip.boxes.iter().enumerate() {
+        let square = |b: &FaceBox| {
+            let inset = b.width / 4.0; // the face is 2/3 of its square
+            (b.x - inset, b.x + b.width + inset)
+        };
+        let (front_left, front_right) = square(&truths[1]);
+        for (face, truth) in truths.iter().enumerate() {
+            let covered = truth.x + truth.width > front_left && truth.x < front_right;
+            if face == 0 && covered {
+                continue;
+            }
+            judged += 1;
+            let best = records
+                .iter()
+                .filter(|r| r["frame"] == i as u64)
+                .max_by(|a, b| truth.iou(&face_box(a)).total_cmp(&truth.iou(&face_box(b))));
+            if let Some(r) = best.filter(|r| truth.iou(&face_box(r)) >= 0.4) {
+                ids_of_face[face].insert(r["id"].as_u64().unwrap());
+            }
+        }
+    }
+    assert!(judged > frames, "{judged}");
+    assert!(
+        ids_of_face.iter().all(|ids| ids.len() == 1) && ids_of_face[0] != ids_of_face[1],
+        "one id per face through the crossing: {ids_of_face:?}"
+    );
+}
+
+#[test]
 fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     let Some(shared) = common::shared() else {
         return;

@@ -45,7 +45,8 @@ impl Analyser<'_> {
     fn analyse(&mut self, located: &Located) -> candle_core::Result<Vec<FaceResult>> {
         let frame = &located.frame;
         if let Some((detected_on, detections)) = &located.detections {
-            // Tracks only end here, so per-face state is pruned here too.
+            // Tracks only end here, so per-face state is pruned here too; a lost track keeps
+            // its state until it is forgotten, so a face that comes back resumes it.
             self.tracker.update(detections, *detected_on);
             let tracks = self.tracker.tracks();
             let alive = |id: u64| tracks.iter().any(|track| track.id == id);
@@ -54,12 +55,12 @@ impl Analyser<'_> {
         }
         // New faces, and known faces in turn (longest-waiting first), go through the model as
         // one batch; the others keep their smoothed result, moved to the tracked box.
-        let tracks = self.tracker.tracks();
-        let located: Vec<TrackedFace> = tracks
-            .iter()
+        let located: Vec<TrackedFace> = self
+            .tracker
+            .shown()
             .map(|t| self.tracker.face_at(t, frame.index))
             .collect();
-        let waiting: Vec<Option<u64>> = tracks
+        let waiting: Vec<Option<u64>> = located
             .iter()
             .map(|t| self.classified_at.get(&t.id).copied())
             .collect();
