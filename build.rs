@@ -1,10 +1,17 @@
-//! Locates the SeetaFace frontal model that ships inside the `rustface` crate (in cargo's
-//! registry sources, at the version Cargo.lock pins) and copies it into OUT_DIR, so the binary
-//! embeds it without a copy in this repository.
+//! Puts the two face detectors' models into OUT_DIR, so the binary embeds them without a copy
+//! in this repository:
+//! - the SeetaFace frontal model that ships inside the `rustface` crate (in cargo's registry
+//!   sources, at the version Cargo.lock pins);
+//! - libfacedetection's YuNet weights from `$AFFECTCAM_YUNET_WEIGHTS`, else from
+//!   `../shared/weights/facedetect/` (which may not be copied into the repository). Without
+//!   either the build still succeeds with an empty file in their place, and the YuNet detector
+//!   reports at run time that this build lacks it.
 
 use std::path::{Path, PathBuf};
 
 const MODEL: &str = "model/seeta_fd_frontal_v1.0.bin";
+const YUNET_ENV: &str = "AFFECTCAM_YUNET_WEIGHTS";
+const YUNET_SHARED: &str = "../shared/weights/facedetect/yunet.safetensors";
 
 fn rustface_version(lock: &str) -> Option<String> {
     let at = lock.find("name = \"rustface\"")?;
@@ -15,6 +22,27 @@ fn rustface_version(lock: &str) -> Option<String> {
             .trim_matches('"')
             .to_string(),
     )
+}
+
+/// Copies the YuNet weights into `out`, or leaves an empty file there when there are none.
+fn embed_yunet(manifest: &Path, out: &Path) {
+    println!("cargo:rerun-if-env-changed={YUNET_ENV}");
+    let source = std::env::var_os(YUNET_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join(YUNET_SHARED));
+    println!("cargo:rerun-if-changed={}", source.display());
+    let target = out.join("yunet.safetensors");
+    if source.is_file() {
+        std::fs::copy(&source, &target)
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", source.display()));
+    } else {
+        println!(
+            "cargo:warning=YuNet face-detector weights not found at {}: this build can only \
+             use --detector seeta (set {YUNET_ENV} to the file)",
+            source.display()
+        );
+        std::fs::write(&target, b"").expect("OUT_DIR is writable");
+    }
 }
 
 fn main() {
@@ -42,4 +70,5 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::copy(&model, out.join("seeta_fd_frontal_v1.0.bin"))
         .unwrap_or_else(|e| panic!("cannot copy {}: {e}", model.display()));
+    embed_yunet(&manifest, &out);
 }

@@ -5,6 +5,7 @@
 //! cargo bench --bench pipeline
 
 #[path = "../tests/common/clip.rs"]
+#[allow(dead_code)] // the tests' clips; the bench uses two of them
 mod clip;
 
 use std::path::Path;

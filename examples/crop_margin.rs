@@ -2,27 +2,34 @@
 //! live pipeline's face detector on dataset images and reports how far the image extends beyond
 //! the detected box. A live crop with that margin frames faces the way the model saw them.
 //!
-//!     cargo run --release --example crop_margin -- ../shared/data/ferplus/FER2013Test [N]
+//!     cargo run --release --example crop_margin -- ../shared/data/ferplus/FER2013Test [N] [yunet|seeta]
+//!
+//! The shipped model's margin (0.05) was measured with seeta, the live detector at the time.
 
-use affectcam::detect::{DetectorConfig, FaceDetector};
+use affectcam::detect::{DetectorConfig, DetectorKind, FaceDetector};
+use clap::ValueEnum;
 use image::imageops;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = args
         .get(1)
-        .ok_or_else(|| anyhow::anyhow!("usage: crop_margin IMAGE_DIR [N]"))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: crop_margin IMAGE_DIR [N] [yunet|seeta]"))?;
     let limit: usize = args.get(2).map_or(Ok(500), |n| n.parse())?;
+    let kind = match args.get(3) {
+        Some(name) => DetectorKind::from_str(name, true).map_err(|e| anyhow::anyhow!(e))?,
+        None => DetectorKind::Yunet,
+    };
     let mut paths: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg"))
         .collect();
     paths.sort();
-    // Small dataset images are upscaled so faces clear the detector's 20-pixel minimum.
+    // Small dataset images are upscaled so faces clear seeta's 20-pixel minimum.
     let mut detector = FaceDetector::new(DetectorConfig {
         max_width: 10_000,
-        ..Default::default()
-    });
+        ..DetectorConfig::for_photos(kind)
+    })?;
     let (mut margins, mut offsets, mut tried) = (Vec::new(), Vec::new(), 0usize);
     for path in paths.iter().take(limit) {
         tried += 1;
@@ -39,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             img
         };
-        let faces = detector.detect(&img);
+        let faces = detector.detect(&img)?;
         let [face] = faces.as_slice() else { continue };
         let b = face.face;
         let box_side = b.width.max(b.height);

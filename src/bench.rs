@@ -1,12 +1,15 @@
-//! `affectcam bench`: model latency, throughput, memory and training-step time on this machine.
-//! Each thread count is measured in a fresh child process (the thread pools are fixed at
-//! start, and peak memory is per process), which prints its report as JSON.
+//! `affectcam bench`: model latency, throughput, memory and training-step time on this machine;
+//! with `--detector`, the face detectors' time per frame instead. Each thread count is measured
+//! in a fresh child process (the thread pools are fixed at start, and peak memory is per
+//! process), which prints its report as JSON.
 
+use crate::detect::{DetectError, DetectorConfig, DetectorKind, FaceDetector};
 use crate::model::mobilenetv2::{MobileNetV2, NUM_BLOCKS};
 use crate::model::weights::WeightsError;
 use crate::model::{labels::NUM_EMOTIONS, AffectModel, ModelMeta};
 use crate::train::{Finetune, LearningRates, Targets, Trainer};
 use candle_core::{DType, Device, Result, Tensor};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,12 @@ pub enum BenchError {
     /// A tensor operation failed.
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    /// A face detector could not be created or failed.
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    /// The photo the detectors are timed on could not be read.
+    #[error("cannot read {}: {reason} (pass --detector-image PHOTO)", path.display())]
+    Image { path: PathBuf, reason: String },
     /// The child process could not be started.
     #[error("cannot run the benchmark process: {0}")]
     Spawn(std::io::Error),
@@ -41,6 +50,8 @@ pub struct BenchOptions {
     pub reps: usize,
     /// Also time training steps.
     pub train: bool,
+    /// Time the face detectors on this photo (resized to each frame size) instead of the model.
+    pub detector_image: Option<PathBuf>,
 }
 
 /// Median and spread of repeated timings, in milliseconds.
@@ -133,14 +144,14 @@ pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, Benc
 }
 
 /// Measures at each thread count in a child process of `exe` (this program, which must
-/// answer `bench --child` with [`run_here`]'s report as JSON); `on_report` sees each report
-/// as it arrives.
-pub fn run_per_thread_count(
+/// answer `bench --child` with [`run_here`]'s report, or [`run_detectors_here`]'s with
+/// `--detector-image`, as JSON); `on_report` sees each report as it arrives.
+pub fn run_per_thread_count<R: DeserializeOwned>(
     exe: &Path,
     threads: &[usize],
     options: &BenchOptions,
-    mut on_report: impl FnMut(&BenchReport),
-) -> std::result::Result<Vec<BenchReport>, BenchError> {
+    mut on_report: impl FnMut(&R),
+) -> std::result::Result<Vec<R>, BenchError> {
     if threads.is_empty() || threads.contains(&0) {
         return Err(BenchError::BadThreads);
     }
@@ -157,6 +168,9 @@ pub fn run_per_thread_count(
         if !options.train {
             cmd.arg("--no-train");
         }
+        if let Some(photo) = &options.detector_image {
+            cmd.arg("--detector").arg("--detector-image").arg(photo);
+        }
         let out = cmd.output().map_err(BenchError::Spawn)?;
         let failed = |reason: String| BenchError::Child { threads: n, reason };
         if !out.status.success() {
@@ -164,7 +178,7 @@ pub fn run_per_thread_count(
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
-        let report: BenchReport = serde_json::from_slice(&out.stdout)
+        let report: R = serde_json::from_slice(&out.stdout)
             .map_err(|e| failed(format!("it printed no report ({e})")))?;
         on_report(&report);
         reports.push(report);
@@ -248,5 +262,93 @@ pub fn run(
         peak_rss_mb,
         train_step_full: full,
         train_step_last4: last4,
+    })
+}
+
+/// Frame sizes the detectors are timed at.
+pub const DETECTOR_SIZES: [(u32, u32); 2] = [(320, 240), (640, 480)];
+
+/// One detector's time per frame at one frame size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorTiming {
+    pub detector: String,
+    pub width: u32,
+    pub height: u32,
+    /// Faces it found in the timed frame.
+    pub faces: usize,
+    pub timing: Timing,
+}
+
+/// The detectors' timings at one thread count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectorBenchReport {
+    pub threads: usize,
+    pub timings: Vec<DetectorTiming>,
+}
+
+impl DetectorBenchReport {
+    /// The report as an aligned block of text.
+    pub fn summary(&self) -> String {
+        let mut lines = vec![format!("threads {}  face detectors", self.threads)];
+        for d in &self.timings {
+            let t = &d.timing;
+            lines.push(format!(
+                "  {:6} {:>4}×{:<4} {:8.2} ms  [{:.2}–{:.2}]  {} face(s)",
+                d.detector, d.width, d.height, t.median_ms, t.min_ms, t.max_ms, d.faces
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Times YuNet and SeetaFace, each run on the whole frame (no downscaling), on `photo`
+/// resized to each of [`DETECTOR_SIZES`], with the current thread pool (the child's side).
+pub fn run_detectors_here(
+    photo: &Path,
+    reps: usize,
+) -> std::result::Result<DetectorBenchReport, BenchError> {
+    let image = image::open(photo)
+        .map_err(|e| BenchError::Image {
+            path: photo.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .to_rgb8();
+    let mut timings = Vec::new();
+    for kind in [DetectorKind::Yunet, DetectorKind::Seeta] {
+        let mut detector = FaceDetector::new(DetectorConfig {
+            max_width: u32::MAX,
+            ..DetectorConfig::for_photos(kind)
+        })?;
+        for (width, height) in DETECTOR_SIZES {
+            let frame = image::imageops::resize(
+                &image,
+                width,
+                height,
+                image::imageops::FilterType::Triangle,
+            );
+            let mut faces = 0;
+            let mut failure = None;
+            let timing = time(3, reps.max(1) * 4, || {
+                match detector.detect(&frame) {
+                    Ok(found) => faces = found.len(),
+                    Err(e) => failure = Some(e),
+                }
+                Ok(())
+            })?;
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+            timings.push(DetectorTiming {
+                detector: format!("{kind:?}").to_lowercase(),
+                width,
+                height,
+                faces,
+                timing,
+            });
+        }
+    }
+    Ok(DetectorBenchReport {
+        threads: rayon::current_num_threads(),
+        timings,
     })
 }

@@ -4,12 +4,14 @@
 use crate::bench::BenchOptions;
 use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
 use crate::data::{Format, LabelMode, LoadOptions};
+use crate::detect::{DetectorConfig, DetectorKind};
 use crate::eval::run::{EvalOptions, Split};
 use crate::model::mobilenetv2::NUM_BLOCKS;
 use crate::model::preprocess::{ColorMode, Preprocess};
 use crate::model::DeviceChoice;
 use crate::pipeline::{
-    Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECT_EVERY, DEFAULT_DETECT_WIDTH,
+    default_detect_width, Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECTOR,
+    DEFAULT_DETECT_EVERY,
 };
 use crate::record::DEFAULT_QP;
 use crate::train::config::{ClassWeights, Task, TrainConfig};
@@ -63,9 +65,13 @@ pub struct PipelineArgs {
     /// others show their smoothed result until their turn. Raise it on faster machines.
     #[arg(long, default_value_t = DEFAULT_CLASSIFY_PER_FRAME as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub classify_per_frame: u32,
-    /// Width frames are downscaled to for face detection (smaller: faster, misses small faces).
-    #[arg(long, default_value_t = DEFAULT_DETECT_WIDTH, value_parser = clap::value_parser!(u32).range(80..))]
-    pub detect_width: u32,
+    /// Face detector.
+    #[arg(long, value_enum, default_value_t = DEFAULT_DETECTOR)]
+    pub detector: DetectorKind,
+    /// Width frames are downscaled to for face detection (smaller: faster, misses small
+    /// faces); default: 640 for yunet, 240 for seeta.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(80..))]
+    pub detect_width: Option<u32>,
     /// Write one record per face per frame: JSON Lines, or CSV if the name ends in .csv.
     #[arg(long, value_name = "FILE")]
     pub jsonl: Option<PathBuf>,
@@ -124,7 +130,12 @@ impl PipelineArgs {
         let mut config = PipelineConfig::new(source, mode);
         config.detect_every = self.detect_every;
         config.classify_per_frame = self.classify_per_frame as usize;
-        config.detector.max_width = self.detect_width;
+        config.detector = DetectorConfig {
+            max_width: self
+                .detect_width
+                .unwrap_or_else(|| default_detect_width(self.detector)),
+            ..DetectorConfig::for_photos(self.detector)
+        };
         config.face_log = self.jsonl.clone();
         config.max_frames = self.max_frames;
         config.capture.fps = self.fps;
@@ -349,6 +360,9 @@ pub struct PredictArgs {
     /// Treat each image as one face crop instead of detecting faces in it.
     #[arg(long)]
     pub no_detect: bool,
+    /// Face detector.
+    #[arg(long, value_enum, default_value_t = DetectorKind::Yunet)]
+    pub detector: DetectorKind,
     /// Print one JSON object per face instead of a line.
     #[arg(long)]
     pub json: bool,
@@ -368,6 +382,12 @@ pub struct BenchArgs {
     /// Skip the training-step timings.
     #[arg(long)]
     pub no_train: bool,
+    /// Time the face detectors (YuNet and SeetaFace at 320×240 and 640×480) instead of the model.
+    #[arg(long)]
+    pub detector: bool,
+    /// Photo the detectors are timed on, resized to each frame size.
+    #[arg(long, default_value = "../shared/samples/grace_hopper.jpg")]
+    pub detector_image: PathBuf,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -382,6 +402,7 @@ impl From<&BenchArgs> for BenchOptions {
             weights: args.weights.clone(),
             reps: args.reps,
             train: !args.no_train,
+            detector_image: args.detector.then(|| args.detector_image.clone()),
         }
     }
 }

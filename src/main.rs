@@ -1,4 +1,4 @@
-use affectcam::bench::{self, BenchOptions};
+use affectcam::bench::{self, BenchOptions, BenchReport, DetectorBenchReport};
 use affectcam::cli::{
     AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PredictArgs, TrainArgs,
 };
@@ -159,11 +159,12 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
 
 fn predict_cmd(args: &PredictArgs) -> Result<()> {
     let (model, device) = load_model(&args.model)?;
-    let mut detector = FaceDetector::new(DetectorConfig::default());
+    let mut detector = (!args.no_detect)
+        .then(|| FaceDetector::new(DetectorConfig::for_photos(args.detector)))
+        .transpose()?;
     let mut without_faces = 0;
     for path in &args.images {
-        let detector = (!args.no_detect).then_some(&mut detector);
-        let faces = predict_photo(path, &model, &device, detector)?;
+        let faces = predict_photo(path, &model, &device, detector.as_mut())?;
         if faces.is_empty() {
             without_faces += 1;
             eprintln!(
@@ -191,15 +192,27 @@ fn predict_cmd(args: &PredictArgs) -> Result<()> {
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let options = BenchOptions::from(args);
     if args.child {
-        println!("{}", serde_json::to_string(&bench::run_here(&options)?)?);
+        let report = match &options.detector_image {
+            Some(photo) => serde_json::to_string(&bench::run_detectors_here(photo, options.reps)?)?,
+            None => serde_json::to_string(&bench::run_here(&options)?)?,
+        };
+        println!("{report}");
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot locate the affectcam executable")?;
-    let reports = bench::run_per_thread_count(&exe, &args.threads, &options, |report| {
-        println!("{}", report.summary())
-    })?;
+    let reports = if options.detector_image.is_some() {
+        let reports = bench::run_per_thread_count(&exe, &args.threads, &options, |r| {
+            println!("{}", DetectorBenchReport::summary(r))
+        })?;
+        serde_json::to_string_pretty(&reports)?
+    } else {
+        let reports = bench::run_per_thread_count(&exe, &args.threads, &options, |r| {
+            println!("{}", BenchReport::summary(r))
+        })?;
+        serde_json::to_string_pretty(&reports)?
+    };
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
+        std::fs::write(path, reports)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

@@ -1,8 +1,7 @@
 //! `predict` on photos: find the faces (or take the whole image as one face crop), crop each
 //! the way the model was trained, and classify them as one batch.
 
-use crate::detect::FaceDetector;
-use crate::geometry::FaceBox;
+use crate::detect::{Detection, FaceDetector};
 use crate::model::labels::{probs_json, EMOTIONS};
 use crate::model::{AffectModel, Prediction};
 use candle_core::Device;
@@ -14,6 +13,9 @@ pub enum PredictError {
     /// The file is missing or not a decodable PNG/JPEG.
     #[error("cannot read image {}: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
+    /// The face detector failed.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     /// The model failed on the batch of faces.
     #[error("model error: {0}")]
     Model(#[from] candle_core::Error),
@@ -23,22 +25,26 @@ pub enum PredictError {
 #[derive(Debug, Clone)]
 pub struct PhotoFace {
     /// Where the face is; `None` when the whole image was taken as the face.
-    pub face: Option<FaceBox>,
+    pub detection: Option<Detection>,
     pub prediction: Prediction,
 }
 
 impl PhotoFace {
     fn bbox(&self) -> Option<[f32; 4]> {
-        self.face.map(|b| [b.x, b.y, b.width, b.height])
+        self.detection
+            .map(|d| [d.face.x, d.face.y, d.face.width, d.face.height])
     }
 
-    /// The face as one JSON object: file, box, label, confidence, valence, arousal, probs.
+    /// The face as one JSON object: file, box, detector score, landmarks, label, confidence,
+    /// valence, arousal, probs.
     pub fn to_json(&self, file: &Path) -> serde_json::Value {
         let p = &self.prediction;
+        let d = self.detection.as_ref();
         serde_json::json!({
-            "file": file, "box": self.bbox(), "label": EMOTIONS[p.label()],
-            "confidence": p.probs[p.label()], "valence": p.valence, "arousal": p.arousal,
-            "probs": probs_json(&p.probs),
+            "file": file, "box": self.bbox(), "detector_score": d.map(|d| d.score),
+            "landmarks": d.and_then(|d| d.landmarks).map(|l| l.to_json()),
+            "label": EMOTIONS[p.label()], "confidence": p.probs[p.label()],
+            "valence": p.valence, "arousal": p.arousal, "probs": probs_json(&p.probs),
         })
     }
 
@@ -71,12 +77,8 @@ pub fn predict_photo(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let faces: Vec<Option<FaceBox>> = match detector {
-        Some(detector) => detector
-            .detect(&img)
-            .into_iter()
-            .map(|d| Some(d.face))
-            .collect(),
+    let faces: Vec<Option<Detection>> = match detector {
+        Some(detector) => detector.detect(&img)?.into_iter().map(Some).collect(),
         None => vec![None],
     };
     if faces.is_empty() {
@@ -86,7 +88,7 @@ pub fn predict_photo(
     let pixels: Vec<Vec<u8>> = faces
         .iter()
         .map(|f| match f {
-            Some(b) => pre.face_pixels(&pre.crop_face(&img, *b)),
+            Some(d) => pre.face_pixels(&pre.crop_face(&img, d.face)),
             None => pre.face_pixels(&img),
         })
         .collect();
@@ -95,6 +97,9 @@ pub fn predict_photo(
     Ok(faces
         .into_iter()
         .zip(predictions)
-        .map(|(face, prediction)| PhotoFace { face, prediction })
+        .map(|(detection, prediction)| PhotoFace {
+            detection,
+            prediction,
+        })
         .collect())
 }

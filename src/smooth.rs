@@ -3,9 +3,10 @@
 //! it changes only when another emotion clearly leads. Without it labels flicker frame to
 //! frame on ambiguous faces.
 
-use crate::geometry::FaceBox;
+use crate::geometry::{FaceBox, Landmarks};
 use crate::model::labels::{most_probable, NUM_EMOTIONS};
 use crate::model::Prediction;
+use crate::track::TrackedFace;
 use std::collections::HashMap;
 
 /// Smoothing settings.
@@ -31,6 +32,10 @@ impl Default for SmoothingConfig {
 pub struct FaceResult {
     pub id: u64,
     pub face: FaceBox,
+    /// Eyes, nose and mouth corners, when the detector gives them.
+    pub landmarks: Option<Landmarks>,
+    /// The detector's score of the face's last detection.
+    pub detector_score: f64,
     /// The face's latest model output.
     pub raw: Prediction,
     /// Whether `raw` was computed on this frame (faces are not classified on every frame).
@@ -63,10 +68,10 @@ impl Smoother {
         }
     }
 
-    /// Folds this frame's prediction for face `id` into its history.
-    pub fn update(&mut self, id: u64, face: FaceBox, raw: Prediction) -> FaceResult {
+    /// Folds this frame's prediction for `tracked` into its history.
+    pub fn update(&mut self, tracked: &TrackedFace, raw: Prediction) -> FaceResult {
         let a = self.config.alpha;
-        let state = self.states.entry(id).or_insert(State {
+        let state = self.states.entry(tracked.id).or_insert(State {
             raw,
             smoothed: raw,
             label: raw.label(),
@@ -83,8 +88,10 @@ impl Smoother {
             state.label = leader;
         }
         FaceResult {
-            id,
-            face,
+            id: tracked.id,
+            face: tracked.face,
+            landmarks: tracked.landmarks,
+            detector_score: tracked.score,
             raw,
             fresh: true,
             smoothed: *s,
@@ -93,12 +100,14 @@ impl Smoother {
         }
     }
 
-    /// Face `id`'s current result at box `face`, without a new prediction; `None` if the face
-    /// has not been classified yet.
-    pub fn current(&self, id: u64, face: FaceBox) -> Option<FaceResult> {
-        self.states.get(&id).map(|state| FaceResult {
-            id,
-            face,
+    /// `tracked`'s current result, without a new prediction; `None` if the face has not been
+    /// classified yet.
+    pub fn current(&self, tracked: &TrackedFace) -> Option<FaceResult> {
+        self.states.get(&tracked.id).map(|state| FaceResult {
+            id: tracked.id,
+            face: tracked.face,
+            landmarks: tracked.landmarks,
+            detector_score: tracked.score,
             raw: state.raw,
             fresh: false,
             smoothed: state.smoothed,
@@ -127,25 +136,32 @@ mod tests {
         }
     }
 
-    const FACE: FaceBox = FaceBox {
-        x: 0.0,
-        y: 0.0,
-        width: 10.0,
-        height: 10.0,
-    };
+    fn face(id: u64) -> TrackedFace {
+        TrackedFace {
+            id,
+            face: FaceBox {
+                x: 0.0,
+                y: 0.0,
+                width: 10.0,
+                height: 10.0,
+            },
+            landmarks: None,
+            score: 0.9,
+        }
+    }
 
     #[test]
     fn a_single_odd_frame_does_not_flip_the_label() {
         let mut smoother = Smoother::new(SmoothingConfig::default());
         for _ in 0..5 {
-            assert_eq!(smoother.update(1, FACE, prediction(1, 0.6)).label, 1);
+            assert_eq!(smoother.update(&face(1), prediction(1, 0.6)).label, 1);
         }
-        let blip = smoother.update(1, FACE, prediction(2, 0.6));
+        let blip = smoother.update(&face(1), prediction(2, 0.6));
         assert_eq!(blip.label, 1, "one frame of 'sad' keeps 'happy'");
         assert_eq!(blip.raw.label(), 2);
         // A sustained change does switch.
         let labels: Vec<usize> = (0..10)
-            .map(|_| smoother.update(1, FACE, prediction(2, 0.6)).label)
+            .map(|_| smoother.update(&face(1), prediction(2, 0.6)).label)
             .collect();
         assert_eq!(*labels.last().unwrap(), 2);
         assert!(
@@ -157,14 +173,14 @@ mod tests {
     #[test]
     fn faces_are_smoothed_separately_and_forgotten() {
         let mut smoother = Smoother::new(SmoothingConfig::default());
-        smoother.update(1, FACE, prediction(0, 0.9));
-        let other = smoother.update(2, FACE, prediction(3, 0.9));
+        smoother.update(&face(1), prediction(0, 0.9));
+        let other = smoother.update(&face(2), prediction(3, 0.9));
         assert_eq!(other.label, 3);
         assert!((other.smoothed.valence - 0.5).abs() < 1e-6);
-        let kept = smoother.current(2, FACE).unwrap();
+        let kept = smoother.current(&face(2)).unwrap();
         assert!(!kept.fresh && kept.label == 3 && kept.raw == other.raw);
         smoother.retain(|id| id == 2);
-        assert!(smoother.current(1, FACE).is_none());
-        assert_eq!(smoother.update(1, FACE, prediction(4, 0.9)).label, 4);
+        assert!(smoother.current(&face(1)).is_none());
+        assert_eq!(smoother.update(&face(1), prediction(4, 0.9)).label, 4);
     }
 }

@@ -28,10 +28,6 @@ fn save_pngs(clip: &clip::Clip, dir: &Path) -> std::path::PathBuf {
     dir.to_path_buf()
 }
 
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -88,7 +84,7 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     assert!(annotated
         .iter()
         .all(|f| f.dimensions() == (clip::WIDTH, clip::HEIGHT)));
-    let stats = read_json(&stats);
+    let stats = common::read_json(&stats);
     assert_eq!(stats["frames_in"], frames);
     assert_eq!(stats["frames_recorded"], frames);
     assert_eq!(stats["frames_dropped"], 0);
@@ -126,6 +122,19 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     let all_ids: BTreeSet<u64> = ids_of_face.iter().flatten().copied().collect();
     assert_eq!(all_ids.len(), 3, "three different faces: {ids_of_face:?}");
 
+    // YuNet's score and landmarks come with every face; the landmarks lie inside its box.
+    for r in &records {
+        let score = r["detector_score"].as_f64().unwrap();
+        assert!((0.2..=1.0).contains(&score), "{r}");
+        let b = face_box(r);
+        for name in ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"] {
+            let p = &r["landmarks"][name];
+            let (x, y) = (p[0].as_f64().unwrap() as f32, p[1].as_f64().unwrap() as f32);
+            let inside = x > b.x && x < b.x + b.width && y > b.y && y < b.y + b.height;
+            assert!(inside, "{name} outside the box: {r}");
+        }
+    }
+
     // Labels agree with crop-level predictions: the same model on the same boxes of the
     // original (uncompressed) frames, one face at a time.
     let model = AffectModel::shipped(&candle_core::Device::Cpu).unwrap();
@@ -162,6 +171,63 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
 }
 
 #[test]
+fn two_faces_crossing_keep_their_ids() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let frames = 90;
+    let clip = clip::crossing(&shared, frames);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, jsonl) = (
+        dir.path().join("in.mp4"),
+        dir.path().join("out.mp4"),
+        dir.path().join("faces.jsonl"),
+    );
+    clip::write_mp4(&clip, &input);
+    let (ok, _, stderr) = common::run_affectcam(&[
+        &"annotate",
+        &"--input",
+        &input,
+        &"--output",
+        &output,
+        &"--jsonl",
+        &jsonl,
+    ]);
+    assert!(ok, "{stderr}");
+    let records = read_jsonl(&jsonl);
+    // Face 1 (the astronaut) is drawn over face 0: face 0 is judged only while no part of
+    // face 1's pasted square covers it.
+    let mut ids_of_face: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 2];
+    let mut judged = 0;
+    for (i, truths) in clip.boxes.iter().enumerate() {
+        let square = |b: &FaceBox| {
+            let inset = b.width / 4.0; // the face is 2/3 of its square
+            (b.x - inset, b.x + b.width + inset)
+        };
+        let (front_left, front_right) = square(&truths[1]);
+        for (face, truth) in truths.iter().enumerate() {
+            let covered = truth.x + truth.width > front_left && truth.x < front_right;
+            if face == 0 && covered {
+                continue;
+            }
+            judged += 1;
+            let best = records
+                .iter()
+                .filter(|r| r["frame"] == i as u64)
+                .max_by(|a, b| truth.iou(&face_box(a)).total_cmp(&truth.iou(&face_box(b))));
+            if let Some(r) = best.filter(|r| truth.iou(&face_box(r)) >= 0.4) {
+                ids_of_face[face].insert(r["id"].as_u64().unwrap());
+            }
+        }
+    }
+    assert!(judged > frames, "{judged}");
+    assert!(
+        ids_of_face.iter().all(|ids| ids.len() == 1) && ids_of_face[0] != ids_of_face[1],
+        "one id per face through the crossing: {ids_of_face:?}"
+    );
+}
+
+#[test]
 fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     let Some(shared) = common::shared() else {
         return;
@@ -192,20 +258,23 @@ fn live_headless_plays_an_image_folder_records_it_and_logs_csv() {
     assert!(ok, "{stderr}");
     // Played in real time: 12 frames at 20 fps take at least 0.55 s.
     assert!(started.elapsed().as_secs_f64() >= 0.55);
-    let stats = read_json(&stats);
+    let stats = common::read_json(&stats);
     assert_eq!(stats["frames_in"], 12);
     let shown = stats["frames_shown"].as_u64().unwrap();
     assert!(shown >= 10, "{stats}");
     assert_eq!(decode_all(&record).len() as u64, shown);
     let csv = std::fs::read_to_string(&csv).unwrap();
     let mut lines = csv.lines();
-    assert!(lines
-        .next()
-        .unwrap()
-        .starts_with("frame,time_s,id,x,y,width,height,neutral"));
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("frame,time_s,id,x,y,width,height,neutral"));
+    assert!(header.ends_with(",detector_score,left_eye_x,left_eye_y,right_eye_x,right_eye_y,nose_x,nose_y,left_mouth_x,left_mouth_y,right_mouth_x,right_mouth_y"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(rows.len() >= 2 * shown as usize, "faces logged per frame");
+    let columns = header.split(',').count();
     assert!(
-        lines.count() >= 2 * shown as usize,
-        "faces logged per frame"
+        rows.iter()
+            .all(|r| r.split(',').count() == columns && !r.ends_with(',')),
+        "every row has a score and landmarks"
     );
     assert!(stderr.contains("latency p50"), "{stderr}");
 }
@@ -463,7 +532,7 @@ fn live_drops_frames_instead_of_building_a_backlog() {
         &stats,
     ]);
     assert!(ok, "{stderr}");
-    let s = read_json(&stats);
+    let s = common::read_json(&stats);
     let (shown, dropped) = (
         s["frames_shown"].as_u64().unwrap(),
         s["frames_dropped"].as_u64().unwrap(),

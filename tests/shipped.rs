@@ -21,6 +21,36 @@ fn predict_with_shipped_weights_and_no_flags() {
     // Eileen Collins smiles broadly in the NASA portrait.
     assert_eq!(line["label"], "happy", "{line}");
     assert!(line["valence"].as_f64().unwrap() > 0.2, "{line}");
+    // The detector's score and landmarks (the C++ reference: 0.932, nose at 220.4, 124.6).
+    assert!(
+        (line["detector_score"].as_f64().unwrap() - 0.932).abs() < 1e-3,
+        "{line}"
+    );
+    let nose = &line["landmarks"]["nose"];
+    assert!((nose[0].as_f64().unwrap() - 220.4).abs() < 1.0, "{line}");
+    assert!((nose[1].as_f64().unwrap() - 124.6).abs() < 1.0, "{line}");
+}
+
+#[test]
+fn predict_with_the_seeta_detector_has_no_landmarks() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let out = common::affectcam()
+        .args(["predict", "--json", "--detector", "seeta"])
+        .arg(shared.join("samples/astronaut.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        line["landmarks"].is_null() && line["detector_score"].as_f64().is_some(),
+        "{line}"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! rustface (SeetaFace frontal cascade, BSD-2-Clause; its model ships inside the rustface
-//! crate and is embedded at build time). Detection runs on a downscaled
-//! grayscale copy of the frame: rustface costs ~60 ms at 640×480 and ~18 ms at 320×240.
+//! crate and is embedded at build time): boxes only, no landmarks, frontal faces from 20 px.
+//! It costs ~60 ms at 640×480 and ~18 ms at 320×240, so it runs on a downscaled copy.
 //! The detector is not `Send`: create it in the thread that uses it.
 
 use super::Detection;
@@ -9,14 +9,12 @@ use image::{imageops, RgbImage};
 
 static SEETA_MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seeta_fd_frontal_v1.0.bin"));
 
-/// Width photos are downscaled to for detection unless told otherwise (faces from ~40 px).
-pub const PHOTO_DETECT_WIDTH: u32 = 320;
+/// The cascade's smallest face side in pixels (of the image it runs on).
+const MIN_FACE: u32 = 20;
 
-/// Detector settings.
+/// Cascade settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DetectorConfig {
-    /// Frames wider than this are downscaled to it before detection.
-    pub max_width: u32,
+pub struct SeetaSettings {
     /// Cascade score threshold (rustface's default is 2.0; higher is stricter).
     pub min_score: f64,
     /// Scale factor between pyramid levels (closer to 1: slower, finds more sizes).
@@ -25,10 +23,9 @@ pub struct DetectorConfig {
     pub window_step: u32,
 }
 
-impl Default for DetectorConfig {
+impl Default for SeetaSettings {
     fn default() -> Self {
         Self {
-            max_width: PHOTO_DETECT_WIDTH,
             min_score: 2.0,
             pyramid_scale: 0.8,
             window_step: 4,
@@ -36,62 +33,46 @@ impl Default for DetectorConfig {
     }
 }
 
-pub struct FaceDetector {
+pub struct SeetaDetector {
     inner: Box<dyn rustface::Detector>,
-    config: DetectorConfig,
 }
 
-impl FaceDetector {
-    pub fn new(config: DetectorConfig) -> Self {
+impl SeetaDetector {
+    pub fn new(settings: SeetaSettings) -> Self {
         let model =
             rustface::read_model(SEETA_MODEL).expect("the embedded SeetaFace model is valid");
         let mut inner = rustface::create_detector_with_model(model);
-        inner.set_min_face_size(20);
-        inner.set_score_thresh(config.min_score);
-        inner.set_pyramid_scale_factor(config.pyramid_scale);
-        inner.set_slide_window_step(config.window_step, config.window_step);
-        Self { inner, config }
+        inner.set_min_face_size(MIN_FACE);
+        inner.set_score_thresh(settings.min_score);
+        inner.set_pyramid_scale_factor(settings.pyramid_scale);
+        inner.set_slide_window_step(settings.window_step, settings.window_step);
+        Self { inner }
     }
 
-    /// Faces in `frame`, most confident first.
+    /// Faces in `frame`, in its pixels, in the cascade's order; the score is the cascade's
+    /// (unbounded, higher is surer).
     pub fn detect(&mut self, frame: &RgbImage) -> Vec<Detection> {
         let (w, h) = frame.dimensions();
-        if w < 20 || h < 20 {
+        if w < MIN_FACE || h < MIN_FACE {
             return Vec::new();
         }
-        let scale = (self.config.max_width as f32 / w as f32).min(1.0);
         let gray = imageops::grayscale(frame);
-        let gray = if scale < 1.0 {
-            let (sw, sh) = (
-                (w as f32 * scale).round() as u32,
-                (h as f32 * scale).round() as u32,
-            );
-            imageops::resize(&gray, sw, sh, imageops::FilterType::Triangle)
-        } else {
-            gray
-        };
-        let mut faces: Vec<Detection> = self
-            .inner
-            .detect(&rustface::ImageData::new(
-                gray.as_raw(),
-                gray.width(),
-                gray.height(),
-            ))
+        self.inner
+            .detect(&rustface::ImageData::new(gray.as_raw(), w, h))
             .into_iter()
             .map(|f| {
                 let b = f.bbox();
                 Detection {
                     face: FaceBox {
-                        x: b.x() as f32 / scale,
-                        y: b.y() as f32 / scale,
-                        width: b.width() as f32 / scale,
-                        height: b.height() as f32 / scale,
+                        x: b.x() as f32,
+                        y: b.y() as f32,
+                        width: b.width() as f32,
+                        height: b.height() as f32,
                     },
                     score: f.score(),
+                    landmarks: None,
                 }
             })
-            .collect();
-        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-        faces
+            .collect()
     }
 }

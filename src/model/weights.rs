@@ -224,20 +224,29 @@ pub fn import_keras_imagenet(
     path: &Path,
     keras: HashMap<String, Tensor>,
 ) -> Result<HashMap<String, Tensor>, WeightsError> {
+    oihw_to_nhwc_layouts(path, keras, |name| name.contains("depthwise"))
+}
+
+/// Converts PyTorch-layout conv tensors to the layouts of the project's NHWC ops (see
+/// `ops`): depthwise `[C,1,3,3]` (the tensors `is_depthwise` names) → `[3,3,C]`, pointwise
+/// `[O,I,1,1]` → `[O,I]`, dense 3×3 `[O,I,3,3]` → `[O, 3·3·I]` in (kh, kw, i) order. Names
+/// are kept; other tensors pass through unchanged.
+pub fn oihw_to_nhwc_layouts(
+    path: &Path,
+    tensors: HashMap<String, Tensor>,
+    is_depthwise: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Tensor>, WeightsError> {
     let tensor_error = |source| WeightsError::Tensor {
         path: path.to_path_buf(),
         source,
     };
-    let mut out = HashMap::with_capacity(keras.len());
-    for (name, t) in keras {
+    let mut out = HashMap::with_capacity(tensors.len());
+    for (name, t) in tensors {
         let converted = match *t.dims() {
-            // Depthwise [C,1,3,3] → [3,3,C].
-            [c, 1, 3, 3] if name.contains("depthwise") => {
+            [c, 1, 3, 3] if is_depthwise(&name) => {
                 t.reshape((c, 3, 3)).and_then(|t| t.permute((1, 2, 0)))
             }
-            // Pointwise [O,I,1,1] → [O,I].
             [o, i, 1, 1] => t.reshape((o, i)),
-            // Dense input conv [O,I,3,3] → [O, 3·3·I] in (kh, kw, i) order.
             [o, i, 3, 3] => t.permute((0, 2, 3, 1)).and_then(|t| t.reshape((o, 9 * i))),
             _ => Ok(t),
         }

@@ -6,10 +6,9 @@ use super::handoff::{Receiver, Sender};
 use super::stats::Histogram;
 use super::{ms, PipelineConfig, PipelineError};
 use crate::capture::Frame;
-use crate::geometry::FaceBox;
 use crate::model::AffectModel;
 use crate::smooth::{FaceResult, Smoother};
-use crate::track::Tracker;
+use crate::track::{TrackedFace, Tracker};
 use candle_core::Device;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -46,7 +45,8 @@ impl Analyser<'_> {
     fn analyse(&mut self, located: &Located) -> candle_core::Result<Vec<FaceResult>> {
         let frame = &located.frame;
         if let Some((detected_on, detections)) = &located.detections {
-            // Tracks only end here, so per-face state is pruned here too.
+            // Tracks only end here, so per-face state is pruned here too; a lost track keeps
+            // its state until it is forgotten, so a face that comes back resumes it.
             self.tracker.update(detections, *detected_on);
             let tracks = self.tracker.tracks();
             let alive = |id: u64| tracks.iter().any(|track| track.id == id);
@@ -55,24 +55,24 @@ impl Analyser<'_> {
         }
         // New faces, and known faces in turn (longest-waiting first), go through the model as
         // one batch; the others keep their smoothed result, moved to the tracked box.
-        let tracks = self.tracker.tracks();
-        let boxes: Vec<FaceBox> = tracks
-            .iter()
+        let located: Vec<TrackedFace> = self
+            .tracker
+            .shown()
             .map(|t| self.tracker.face_at(t, frame.index))
             .collect();
-        let waiting: Vec<Option<u64>> = tracks
+        let waiting: Vec<Option<u64>> = located
             .iter()
             .map(|t| self.classified_at.get(&t.id).copied())
             .collect();
         let pending = faces_to_classify(&waiting, self.classify_per_frame);
-        let mut results: Vec<Option<FaceResult>> = tracks
+        let mut results: Vec<Option<FaceResult>> = located
             .iter()
             .enumerate()
-            .map(|(i, t)| {
+            .map(|(i, face)| {
                 if pending.contains(&i) {
                     None
                 } else {
-                    self.smoother.current(t.id, boxes[i])
+                    self.smoother.current(face)
                 }
             })
             .collect();
@@ -81,7 +81,7 @@ impl Analyser<'_> {
             let pre = self.model.meta.preprocess;
             let faces: Vec<Vec<u8>> = pending
                 .iter()
-                .map(|&i| pre.face_pixels(&pre.crop_face(&frame.image, boxes[i])))
+                .map(|&i| pre.face_pixels(&pre.crop_face(&frame.image, located[i].face)))
                 .collect();
             let batch = pre.batch_of(faces.iter().map(|f| (&f[..], false)), self.device)?;
             let model = self.model;
@@ -91,8 +91,8 @@ impl Analyser<'_> {
             };
             self.model_ms.record(ms(t.elapsed()));
             for (&i, p) in pending.iter().zip(predictions) {
-                self.classified_at.insert(tracks[i].id, frame.index);
-                results[i] = Some(self.smoother.update(tracks[i].id, boxes[i], p));
+                self.classified_at.insert(located[i].id, frame.index);
+                results[i] = Some(self.smoother.update(&located[i], p));
             }
         }
         Ok(results.into_iter().flatten().collect())

@@ -4,7 +4,7 @@ use super::handoff::{handoff, Policy, Receiver, Sender};
 use super::stats::Histogram;
 use super::{ms, spawn_stage, Mode, PipelineConfig, PipelineError};
 use crate::capture::Frame;
-use crate::detect::{Detection, FaceDetector};
+use crate::detect::{DetectError, Detection, FaceDetector};
 use image::RgbImage;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -34,10 +34,7 @@ pub(super) fn run(
 ) -> DetectEnd {
     let mut detect_ms = Histogram::default();
     let result = match config.mode {
-        Mode::Offline => {
-            detect_in_order(config, input, output, &mut detect_ms);
-            Ok(())
-        }
+        Mode::Offline => detect_in_order(config, input, output, &mut detect_ms),
         Mode::Live { .. } => detect_beside(config, input, output, &mut detect_ms),
     };
     DetectEnd {
@@ -52,21 +49,24 @@ fn detect_in_order(
     input: &Receiver<Frame>,
     output: &Sender<Located>,
     detect_ms: &mut Histogram,
-) {
+) -> Result<(), PipelineError> {
     let every = u64::from(config.detect_every.max(1));
     // rustface's detector is not Send: it is created in the thread that uses it.
-    let mut detector = FaceDetector::new(config.detector);
+    let mut detector = FaceDetector::new(config.detector)?;
     while let Some(frame) = input.recv() {
-        let detections = (frame.index % every == 0).then(|| {
+        let detections = if frame.index % every == 0 {
             let t = Instant::now();
-            let found = detector.detect(&frame.image);
+            let found = detector.detect(&frame.image)?;
             detect_ms.record(ms(t.elapsed()));
-            (frame.index, found)
-        });
+            Some((frame.index, found))
+        } else {
+            None
+        };
         if output.send(Located { frame, detections }).is_err() {
             break;
         }
     }
+    Ok(())
 }
 
 fn detect_beside(
@@ -77,25 +77,45 @@ fn detect_beside(
 ) -> Result<(), PipelineError> {
     let every = u64::from(config.detect_every.max(1));
     let (request_tx, request_rx) = handoff::<(u64, RgbImage)>(Policy::KeepLatest);
-    let (found_tx, found_rx) = mpsc::channel::<(u64, Vec<Detection>, f64)>();
+    let (found_tx, found_rx) = mpsc::channel::<Result<Found, DetectError>>();
     let detector_config = config.detector;
     let worker = spawn_stage("detector", move || {
-        let mut detector = FaceDetector::new(detector_config);
+        let mut detector = match FaceDetector::new(detector_config) {
+            Ok(detector) => detector,
+            Err(e) => {
+                let _ = found_tx.send(Err(e));
+                return;
+            }
+        };
         while let Some((index, image)) = request_rx.recv() {
             let t = Instant::now();
             let found = detector.detect(&image);
-            if found_tx.send((index, found, ms(t.elapsed()))).is_err() {
+            let failed = found.is_err();
+            let sent = found_tx.send(found.map(|faces| Found {
+                index,
+                faces,
+                took_ms: ms(t.elapsed()),
+            }));
+            if sent.is_err() || failed {
                 break;
             }
         }
     })?;
     let (mut busy, mut since_request) = (false, every);
+    let mut failure = None;
     while let Some(frame) = input.recv() {
         let mut detections = None;
-        if let Ok((index, found, took)) = found_rx.try_recv() {
-            detect_ms.record(took);
-            detections = Some((index, found));
-            busy = false;
+        match found_rx.try_recv() {
+            Ok(Ok(found)) => {
+                detect_ms.record(found.took_ms);
+                detections = Some((found.index, found.faces));
+                busy = false;
+            }
+            Ok(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => {}
         }
         if !busy && since_request >= every {
             busy = request_tx.send((frame.index, frame.image.clone())).is_ok();
@@ -107,5 +127,13 @@ fn detect_beside(
         }
     }
     drop(request_tx);
-    worker.join()
+    worker.join()?;
+    failure.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// What the live detector worker found on one frame.
+struct Found {
+    index: u64,
+    faces: Vec<Detection>,
+    took_ms: f64,
 }

@@ -19,7 +19,7 @@ mod record;
 pub mod stats;
 
 use crate::capture::{CaptureConfig, CaptureError, Frame, Source};
-use crate::detect::DetectorConfig;
+use crate::detect::{DetectorConfig, DetectorKind};
 use crate::model::AffectModel;
 use crate::record::{FaceLog, Mp4Recorder, RecordError, RecorderConfig, RecordingSummary};
 use crate::render::WindowError;
@@ -43,10 +43,18 @@ pub const DEFAULT_DETECT_EVERY: u32 = 4;
 /// Faces classified per frame at most unless told otherwise: what keeps 3 faces above 60 fps
 /// on 2 cores.
 pub const DEFAULT_CLASSIFY_PER_FRAME: usize = 1;
-/// Width video frames are downscaled to for detection unless told otherwise. Less than for
-/// photos: webcam faces are large; 240 px still finds faces from ~55 px at 640×480 and costs
-/// about two thirds of detection at 320.
-pub const DEFAULT_DETECT_WIDTH: u32 = 240;
+/// The detector unless told otherwise.
+pub const DEFAULT_DETECTOR: DetectorKind = DetectorKind::Yunet;
+
+/// Width video frames are downscaled to for detection unless told otherwise.
+pub fn default_detect_width(kind: DetectorKind) -> u32 {
+    match kind {
+        DetectorKind::Yunet => 640,
+        // Less than for photos: 240 px still finds faces from ~55 px at 640×480 and costs
+        // about two thirds of detection at 320.
+        DetectorKind::Seeta => 240,
+    }
+}
 
 /// Errors that end a run (after any recording has been finalised).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +68,9 @@ pub enum PipelineError {
     /// The recording could not be written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The face detector could not be created or failed on a frame.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     /// The model failed on a batch of faces.
     #[error("model error: {0}")]
     Model(#[from] candle_core::Error),
@@ -126,8 +137,8 @@ impl PipelineConfig {
             capture: CaptureConfig::default(),
             mode,
             detector: DetectorConfig {
-                max_width: DEFAULT_DETECT_WIDTH,
-                ..DetectorConfig::default()
+                max_width: default_detect_width(DEFAULT_DETECTOR),
+                ..DetectorConfig::for_photos(DEFAULT_DETECTOR)
             },
             detect_every: DEFAULT_DETECT_EVERY,
             classify_per_frame: DEFAULT_CLASSIFY_PER_FRAME,

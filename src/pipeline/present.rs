@@ -204,6 +204,9 @@ impl<'a> Presenter<'a> {
                 WindowEvent::Quit => flow = Flow::Quit,
                 WindowEvent::Snapshot => self.snapshot(&image, frame.index),
                 WindowEvent::ToggleRecording => flow = self.toggle_recording(frame.index),
+                WindowEvent::ToggleLandmarks => {
+                    self.overlay.show_landmarks = !self.overlay.show_landmarks;
+                }
             }
         }
         let message = RecorderMessage::Frame(image, frame.timestamp);

@@ -2,8 +2,11 @@
 //! Probabilities, valence and arousal are the smoothed values that are shown; `raw` (JSONL
 //! only) holds the face's latest model output, with `this_frame` telling whether it was
 //! computed on this frame (a few faces are classified per frame, the others keep their last
-//! result; see `--classify-per-frame`).
+//! result; see `--classify-per-frame`). `detector_score` and `landmarks` (in frame pixels,
+//! left/right as seen in the image) come from the face's latest detection, moved with its
+//! track; the landmarks are null (JSONL) or empty (CSV) with a detector that has none.
 
+use crate::geometry::Landmarks;
 use crate::model::labels::{probs_json, EMOTIONS};
 use crate::smooth::FaceResult;
 use std::fs::File;
@@ -37,7 +40,18 @@ impl FaceLog {
             let mut writer = csv::Writer::from_writer(file);
             let mut header = vec!["frame", "time_s", "id", "x", "y", "width", "height"];
             header.extend(EMOTIONS);
-            header.extend(["label", "confidence", "valence", "arousal"]);
+            header.extend([
+                "label",
+                "confidence",
+                "valence",
+                "arousal",
+                "detector_score",
+            ]);
+            let landmark_columns: Vec<String> = Landmarks::NAMES
+                .iter()
+                .flat_map(|name| [format!("{name}_x"), format!("{name}_y")])
+                .collect();
+            header.extend(landmark_columns.iter().map(String::as_str));
             writer.write_record(&header)?;
             Sink::Csv(Box::new(writer))
         } else {
@@ -77,6 +91,8 @@ impl FaceLog {
                         "confidence": face.confidence,
                         "valence": s.valence,
                         "arousal": s.arousal,
+                        "detector_score": face.detector_score,
+                        "landmarks": face.landmarks.map(|l| l.to_json()),
                         "raw": {
                             "probs": probs_json(&face.raw.probs),
                             "label": EMOTIONS[face.raw.label()],
@@ -97,6 +113,11 @@ impl FaceLog {
                     row.extend(s.probs.iter().map(|p| format!("{p:.5}")));
                     row.push(EMOTIONS[face.label].to_string());
                     row.extend([face.confidence, s.valence, s.arousal].map(|v| format!("{v:.5}")));
+                    row.push(format!("{:.5}", face.detector_score));
+                    match face.landmarks {
+                        Some(l) => row.extend(l.flat().map(|v| format!("{v:.1}"))),
+                        None => row.extend(std::iter::repeat_n(String::new(), 10)),
+                    }
                     out.write_record(&row)?;
                 }
             }

@@ -1,5 +1,6 @@
 //! Draws the annotations onto a frame: per face a box, a tag with id, emotion and confidence,
-//! and a valence–arousal disc; in a corner the fps and latency readout.
+//! a valence–arousal disc and, when asked, the landmarks; in a corner the fps and latency
+//! readout.
 
 use crate::model::labels::EMOTIONS;
 use crate::smooth::FaceResult;
@@ -26,6 +27,8 @@ const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const GREY: Rgb<u8> = Rgb([120, 120, 120]);
 const RED: Rgb<u8> = Rgb([230, 30, 30]);
+/// Landmark dots: a colour no emotion uses, visible on skin.
+const LANDMARK: Rgb<u8> = Rgb([0, 255, 255]);
 
 /// The corner readout.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +41,8 @@ pub struct Readout {
 
 pub struct Overlay {
     font: FontRef<'static>,
+    /// Whether faces' landmarks are drawn (toggled by `l` in the window).
+    pub show_landmarks: bool,
 }
 
 /// Where one face's annotations go: the box as detected (it may leave the frame), its tag,
@@ -123,7 +128,10 @@ impl Overlay {
     pub fn new() -> Self {
         let font = FontRef::try_from_slice(crate::DEJAVU_SANS)
             .expect("the bundled DejaVu Sans is a valid font");
-        Self { font }
+        Self {
+            font,
+            show_landmarks: false,
+        }
     }
 
     /// Annotates `frame` in place.
@@ -132,6 +140,12 @@ impl Overlay {
         let unit = (frame.height() as f32 / 480.0).max(0.5);
         for face in faces {
             self.draw_face(frame, face, unit);
+            if let (true, Some(landmarks)) = (self.show_landmarks, face.landmarks) {
+                for p in landmarks.points() {
+                    let at = (p.x.round() as i32, p.y.round() as i32);
+                    draw_filled_circle_mut(frame, at, (2.0 * unit).round() as i32, LANDMARK);
+                }
+            }
         }
         if let Some(readout) = readout {
             self.draw_readout(frame, readout, faces.len(), unit);
@@ -242,7 +256,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::FaceBox;
+    use crate::geometry::{FaceBox, Landmarks, Point};
     use crate::model::Prediction;
 
     #[test]
@@ -261,6 +275,17 @@ mod tests {
                 width: 120.0,
                 height: 120.0,
             },
+            landmarks: Some(Landmarks::from_points(
+                [
+                    (230.0, 190.0),
+                    (290.0, 190.0),
+                    (260.0, 215.0),
+                    (235.0, 240.0),
+                    (285.0, 240.0),
+                ]
+                .map(|(x, y)| Point { x, y }),
+            )),
+            detector_score: 0.9,
             raw: prediction,
             fresh: true,
             smoothed: prediction,
@@ -272,7 +297,18 @@ mod tests {
             latency_ms: 31.0,
             recording: true,
         };
-        Overlay::new().draw(&mut frame, &[face], Some(&readout));
+        let mut overlay = Overlay::new();
+        let blank = frame.clone();
+        overlay.draw(&mut frame, &[face], Some(&readout));
+        assert_ne!(
+            *frame.get_pixel(260, 215),
+            LANDMARK,
+            "landmarks off by default"
+        );
+        let mut with_landmarks = blank;
+        overlay.show_landmarks = true;
+        overlay.draw(&mut with_landmarks, &[face], Some(&readout));
+        assert_eq!(*with_landmarks.get_pixel(260, 215), LANDMARK, "nose dot");
         let happy = EMOTION_COLORS[1];
         assert_eq!(*frame.get_pixel(200, 200), happy, "left edge of the box");
         assert_eq!(*frame.get_pixel(319, 260), happy, "right edge of the box");
@@ -310,6 +346,8 @@ mod tests {
                 width: side,
                 height: side,
             },
+            landmarks: None,
+            detector_score: 0.9,
             raw: prediction,
             fresh: true,
             smoothed: prediction,

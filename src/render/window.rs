@@ -1,5 +1,5 @@
 //! The live window (minifb, X11): shows annotated frames scaled to the window and reports the
-//! keys: Esc or q quits, r starts/stops recording, s saves a snapshot.
+//! keys: Esc or q quits, r starts/stops recording, s saves a snapshot, l shows/hides landmarks.
 
 use image::RgbImage;
 use minifb::{Key, KeyRepeat, ScaleMode, Window, WindowOptions};
@@ -24,6 +24,8 @@ pub enum WindowEvent {
     ToggleRecording,
     /// s: save the current annotated frame as PNG.
     Snapshot,
+    /// l: show or hide the faces' landmarks.
+    ToggleLandmarks,
 }
 
 pub struct PreviewWindow {
@@ -92,6 +94,7 @@ impl PreviewWindow {
                 Key::Escape | Key::Q => Some(WindowEvent::Quit),
                 Key::R => Some(WindowEvent::ToggleRecording),
                 Key::S => Some(WindowEvent::Snapshot),
+                Key::L => Some(WindowEvent::ToggleLandmarks),
                 _ => None,
             })
             .collect();

@@ -114,6 +114,19 @@ pub fn one_face(shared: &Path, frames: usize) -> Clip {
     render(&sprites, frames)
 }
 
+/// Grace Hopper and the astronaut, the same size on one row, moving towards each other at
+/// 5 px per frame so that they cross (the astronaut in front) halfway through the clip.
+pub fn crossing(shared: &Path, frames: usize) -> Clip {
+    let mut sprites = sprites(shared, frames);
+    sprites.truncate(2);
+    let travel = 450.0;
+    for (sprite, (x, dx)) in sprites.iter_mut().zip([(20.0, 1.0), (20.0 + travel, -1.0)]) {
+        (sprite.x, sprite.y, sprite.side) = (x, 150.0, 150);
+        (sprite.dx, sprite.dy) = (dx * travel / frames as f32, 0.0);
+    }
+    render(&sprites, frames)
+}
+
 fn sprites(shared: &Path, frames: usize) -> Vec<FaceSprite> {
     let open = |p: &Path| {
         image::open(p)

@@ -22,6 +22,11 @@ pub fn shared() -> Option<PathBuf> {
     None
 }
 
+/// A JSON file's value.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// The affectcam binary built for this test run.
 pub fn affectcam() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_affectcam"))
