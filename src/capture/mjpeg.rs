@@ -13,7 +13,7 @@ pub fn decode_mjpeg(bytes: &[u8]) -> Result<RgbImage, String> {
         with_tables = insert_standard_huffman_tables(bytes)?;
         &with_tables
     };
-    crate::picture::decode(jpeg).map_err(|e| format!("bad MJPEG frame ({e})"))
+    crate::picture::decode_camera_frame(jpeg).map_err(|e| format!("bad MJPEG frame ({e})"))
 }
 
 /// Walks the JPEG marker segments up to the scan; true if any is a DHT (0xFFC4).
