@@ -14,7 +14,8 @@ use crate::pipeline::{
     DEFAULT_DETECT_EVERY,
 };
 use crate::record::DEFAULT_QP;
-use crate::train::config::{ClassWeights, Task, TrainConfig};
+use crate::train::augment::Augment;
+use crate::train::config::{ClassWeights, LrSchedule, Task, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -253,6 +254,27 @@ pub struct TrainArgs {
     /// Times each valence/arousal-labelled sample is seen per epoch.
     #[arg(long, default_value_t = 8)]
     pub va_repeat: usize,
+    /// Turn off the random scale/shift/tilt, lighting, blur, resampling and erasing of
+    /// training faces (applied when the whole network trains).
+    #[arg(long)]
+    pub no_augment: bool,
+    /// How the learning rates change over the run.
+    #[arg(long, value_enum, default_value_t = LrSchedule::Cosine)]
+    pub lr_schedule: LrSchedule,
+    /// Steps over which the learning rates rise from zero.
+    #[arg(long, default_value_t = 300)]
+    pub warmup_steps: usize,
+    /// Mass of each emotion target spread evenly over the classes.
+    #[arg(long, default_value_t = 0.05)]
+    pub label_smoothing: f32,
+    /// Loss weight of class-mean valence/arousal targets for faces with only an emotion
+    /// label (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    pub weak_va: f32,
+    /// Keep the emotion logits as trained, instead of subtracting τ·log(class prior) with τ
+    /// chosen on validation macro-F1.
+    #[arg(long)]
+    pub no_logit_adjust: bool,
     /// Use at most N samples of each split of each source (quick runs).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -291,6 +313,12 @@ impl From<&TrainArgs> for TrainConfig {
                 crop_margin: args.crop_margin,
             },
             mirror: !args.no_mirror,
+            augment: (!args.no_augment).then(Augment::default),
+            lr_schedule: args.lr_schedule,
+            warmup_steps: args.warmup_steps,
+            label_smoothing: args.label_smoothing.clamp(0.0, 1.0),
+            weak_va: args.weak_va.max(0.0),
+            logit_adjust: !args.no_logit_adjust,
             va_repeat: args.va_repeat.max(1),
             limit: args.limit,
             out: args.out.clone(),

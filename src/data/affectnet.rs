@@ -4,21 +4,10 @@
 //! uncertain, no face) leave the sample without an emotion label, as does a V/A of -2
 //! (AffectNet's "not annotated") for valence/arousal.
 
-use super::{one_hot, stratified_split, DataError, LoadOptions, Sample, Splits};
+use super::{one_hot, sheet_of, stratified_split, DataError, LoadOptions, Sample, Splits};
 use crate::geometry::FaceBox;
 use crate::model::labels::NUM_EMOTIONS;
 use std::path::{Path, PathBuf};
-
-/// Sheet names tried first when given a folder.
-const SHEET_NAMES: [&str; 3] = ["dataset_sheet.csv", "training.csv", "labels.csv"];
-
-/// The label sheet inside a dataset folder.
-pub fn find_sheet(dir: &Path) -> Option<PathBuf> {
-    SHEET_NAMES
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-}
 
 struct Columns {
     path: usize,
@@ -168,13 +157,7 @@ pub fn read_sheet(
 
 /// Reads a sheet (or a folder holding one) and splits it 70/15/15, stratified and seeded.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
-    let sheet = if path.is_dir() {
-        find_sheet(path).ok_or_else(|| DataError::UnknownFormat {
-            path: path.to_path_buf(),
-        })?
-    } else {
-        path.to_path_buf()
-    };
+    let sheet = sheet_of(path)?;
     let mut skipped = Vec::new();
     let samples = read_sheet(&sheet, opts, &mut skipped)?;
     Ok(stratified_split(samples, opts.seed, skipped))

@@ -2,7 +2,7 @@
 //! Labels are class names (or aliases) or AffectNet indices; an empty label or V/A cell means
 //! "not labelled". Paths are relative to the CSV's folder.
 
-use super::{one_hot, stratified_split, DataError, LoadOptions, Sample, Splits};
+use super::{one_hot, sheet_of, stratified_split, DataError, LoadOptions, Sample, Splits};
 use crate::model::labels::{emotion_index, NUM_EMOTIONS};
 use std::path::Path;
 
@@ -47,8 +47,9 @@ fn parse_va(v: Option<&str>, name: &str) -> Result<Option<f32>, String> {
     }
 }
 
-/// Reads the CSV and splits it 70/15/15, stratified and seeded.
-pub fn load(sheet: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
+/// Reads the CSV (or a folder holding one) and splits it 70/15/15, stratified and seeded.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
+    let sheet = &sheet_of(path)?;
     let root = sheet.parent().unwrap_or(Path::new("."));
     let text = std::fs::read_to_string(sheet).map_err(|source| DataError::Io {
         path: sheet.to_path_buf(),

@@ -138,13 +138,34 @@ impl LoadOptions {
     }
 }
 
+/// Sheet names tried, in order, when a CSV dataset is given as a folder.
+const SHEET_NAMES: [&str; 3] = ["dataset_sheet.csv", "training.csv", "labels.csv"];
+
+/// The label sheet inside a dataset folder.
+pub fn find_sheet(dir: &Path) -> Option<PathBuf> {
+    SHEET_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+/// The sheet a CSV dataset path names: the file itself, or the sheet in the folder.
+fn sheet_of(path: &Path) -> Result<PathBuf, DataError> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    find_sheet(path).ok_or_else(|| DataError::UnknownFormat {
+        path: path.to_path_buf(),
+    })
+}
+
 /// Detects a path's layout.
 pub fn detect_format(path: &Path) -> Result<Format, DataError> {
     if path.join("FER2013Train").join("label.csv").is_file() {
         return Ok(Format::Ferplus);
     }
     let csv = if path.is_dir() {
-        affectnet::find_sheet(path)
+        find_sheet(path)
     } else {
         let is_csv = path
             .extension()

@@ -1,6 +1,7 @@
 //! The settings of a training run: what it reads, how it trains, where it writes. Saved as
 //! `recipe.json` and in the weights' metadata.
 
+use super::augment::Augment;
 use super::{Finetune, LearningRates};
 use crate::data::LoadOptions;
 use crate::model::preprocess::Preprocess;
@@ -30,6 +31,18 @@ pub enum ClassWeights {
     None,
 }
 
+/// How the learning rates change over a run.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The learning rates as given, throughout.
+    #[default]
+    Constant,
+    /// Half a cosine from the given rates down to zero at the last step.
+    Cosine,
+}
+
 /// Every setting of a run; saved as `recipe.json` and in the weights' metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -52,6 +65,25 @@ pub struct TrainConfig {
     #[serde(flatten)]
     pub preprocess: Preprocess,
     pub mirror: bool,
+    /// Random changes to each face each time it is drawn (whole-network training only).
+    #[serde(default)]
+    pub augment: Option<Augment>,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Steps over which the learning rates rise linearly from zero.
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Mass moved from the emotion targets to a uniform distribution.
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Loss weight of the weak valence/arousal targets given to faces with only an emotion
+    /// label: the class means of the faces that have both (0: none).
+    #[serde(default)]
+    pub weak_va: f32,
+    /// After training, subtract τ·log(class prior) from the emotion logits (in the bias),
+    /// with τ chosen on validation macro-F1: rare classes get their share of predictions.
+    #[serde(default)]
+    pub logit_adjust: bool,
     /// Times each valence/arousal-labelled training sample is seen per epoch (they are rare).
     pub va_repeat: usize,
     /// Use at most this many samples per split of each source (quick runs and tests).
@@ -75,6 +107,20 @@ impl TrainConfig {
             None => Finetune::All,
             Some(n) => Finetune::last_blocks(n),
         }
+    }
+
+    /// The learning-rate factor at optimisation step `step` (from 0) of `total`: a linear
+    /// warm-up over `warmup_steps`, then the schedule.
+    pub fn lr_factor(&self, step: usize, total: usize) -> f64 {
+        let warmup = ((step + 1) as f64 / self.warmup_steps.max(1) as f64).min(1.0);
+        let decay = match self.lr_schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let progress = step as f64 / total.max(1) as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+            }
+        };
+        warmup * decay
     }
 
     pub(super) fn learning_rates(&self) -> LearningRates {
@@ -111,6 +157,12 @@ mod tests {
             init: None,
             preprocess: Preprocess::default(),
             mirror: true,
+            augment: Some(Augment::default()),
+            lr_schedule: LrSchedule::Cosine,
+            warmup_steps: 100,
+            label_smoothing: 0.1,
+            weak_va: 0.05,
+            logit_adjust: true,
             va_repeat: 8,
             limit: None,
             out: "out".into(),
@@ -122,6 +174,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "augment",
                 "batch_size",
                 "cache_dir",
                 "class_weights",
@@ -134,8 +187,11 @@ mod tests {
                 "init",
                 "input_size",
                 "label_mode",
+                "label_smoothing",
                 "limit",
+                "logit_adjust",
                 "lr_head",
+                "lr_schedule",
                 "lr_trunk",
                 "mirror",
                 "out",
@@ -144,6 +200,8 @@ mod tests {
                 "skip_bad",
                 "task",
                 "va_repeat",
+                "warmup_steps",
+                "weak_va",
             ]
         );
         let back: TrainConfig = serde_json::from_value(json).unwrap();

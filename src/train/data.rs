@@ -1,6 +1,7 @@
 //! Training data: every source read and decoded into faces, the class weights, each epoch's
 //! sample order, and a batch's images and targets.
 
+use super::augment::Augment;
 use super::config::{ClassWeights, Task, TrainConfig};
 use super::Targets;
 use crate::data::{self, FacePixels, Sample};
@@ -10,6 +11,7 @@ use crate::run_error::RunError;
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// A decoded split: samples with their face pixels.
@@ -25,29 +27,42 @@ impl FaceSet {
         self.faces.extend(other.faces);
     }
 
-    /// A batch's images, each mirrored left–right where `mirrored` says so.
+    /// A batch's images, each mirrored left–right where `mirrored` says so, and with
+    /// `augment` each changed as its seed draws.
     pub fn images(
         &self,
         indices: &[usize],
         mirrored: &[bool],
+        augment: Option<(&Augment, &[u64])>,
         pre: &Preprocess,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let faces = indices
-            .iter()
-            .zip(mirrored)
-            .map(|(&i, &m)| (&self.faces[i][..], m));
-        pre.batch_of(faces, device)
+        let Some((augment, seeds)) = augment else {
+            let faces = indices
+                .iter()
+                .zip(mirrored)
+                .map(|(&i, &m)| (&self.faces[i][..], m));
+            return pre.batch_of(faces, device);
+        };
+        let changed: Vec<FacePixels> = indices
+            .par_iter()
+            .zip(seeds)
+            .map(|(&i, &seed)| augment.apply(&self.faces[i], pre.input_size, pre.channels(), seed))
+            .collect();
+        pre.batch_of(
+            changed.iter().map(|f| &f[..]).zip(mirrored.iter().copied()),
+            device,
+        )
     }
 
     /// A batch's targets; tasks a sample has no label for (or that do not train) weigh 0.
     pub fn targets(
         &self,
         indices: &[usize],
-        weights: &[f32; NUM_EMOTIONS],
-        task: Task,
+        rules: &TargetRules,
         device: &Device,
     ) -> candle_core::Result<Targets> {
+        let task = rules.task;
         let n = indices.len();
         let (mut dist, mut w, mut va, mut mask) = (
             Vec::with_capacity(n * NUM_EMOTIONS),
@@ -57,20 +72,31 @@ impl FaceSet {
         );
         for &i in indices {
             let sample = &self.samples[i];
-            match sample.emotion.filter(|_| task != Task::Va) {
+            let emotion = sample.emotion.filter(|_| task != Task::Va);
+            match emotion {
                 Some((label, target)) => {
-                    dist.extend_from_slice(&target);
-                    w.push(weights[label]);
+                    let eps = rules.label_smoothing;
+                    dist.extend(
+                        target
+                            .iter()
+                            .map(|t| t * (1.0 - eps) + eps / NUM_EMOTIONS as f32),
+                    );
+                    w.push(rules.class_weights[label]);
                 }
                 None => {
                     dist.extend_from_slice(&[0.0; NUM_EMOTIONS]);
                     w.push(0.0);
                 }
             }
-            match sample.valence_arousal.filter(|_| task != Task::Emotion) {
-                Some(t) => {
+            let weak = || {
+                let weak = rules.weak_va.as_ref()?;
+                Some((weak.target(&sample.emotion?.1)?, weak.weight))
+            };
+            let known = sample.valence_arousal.map(|t| (t, 1f32));
+            match known.or_else(weak).filter(|_| task != Task::Emotion) {
+                Some((t, weight)) => {
                     va.extend_from_slice(&t);
-                    mask.push(1f32);
+                    mask.push(weight);
                 }
                 None => {
                     va.extend_from_slice(&[0.0, 0.0]);
@@ -97,6 +123,57 @@ impl FaceSet {
         }
         order.shuffle(rng);
         order
+    }
+}
+
+/// How samples' labels become a batch's targets.
+pub struct TargetRules {
+    pub class_weights: [f32; NUM_EMOTIONS],
+    pub task: Task,
+    pub label_smoothing: f32,
+    pub weak_va: Option<WeakVa>,
+}
+
+/// Weak valence/arousal targets for faces that have only an emotion label: the mean
+/// valence/arousal of each class among the training faces that have both, weighted by the
+/// face's class distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeakVa {
+    /// Per class; `None` where no training face has both labels.
+    pub means: [Option<[f32; 2]>; NUM_EMOTIONS],
+    pub weight: f32,
+}
+
+impl WeakVa {
+    /// Class means from `samples`; `None` when no sample has both labels.
+    pub fn from_samples(samples: &[Sample], weight: f32) -> Option<Self> {
+        let mut sums = [[0f64; 3]; NUM_EMOTIONS];
+        for s in samples {
+            if let (Some(label), Some([v, a])) = (s.label(), s.valence_arousal) {
+                sums[label][0] += v as f64;
+                sums[label][1] += a as f64;
+                sums[label][2] += 1.0;
+            }
+        }
+        let means = sums.map(|[v, a, n]| (n > 0.0).then(|| [(v / n) as f32, (a / n) as f32]));
+        means
+            .iter()
+            .any(Option::is_some)
+            .then_some(Self { means, weight })
+    }
+
+    /// The expected class mean under `dist`, over the classes that have a mean; `None` when
+    /// `dist` puts (nearly) no mass on them.
+    pub fn target(&self, dist: &[f32; NUM_EMOTIONS]) -> Option<[f32; 2]> {
+        let (mut v, mut a, mut mass) = (0.0, 0.0, 0.0);
+        for (p, mean) in dist.iter().zip(&self.means) {
+            if let Some([mv, ma]) = mean {
+                v += p * mv;
+                a += p * ma;
+                mass += p;
+            }
+        }
+        (mass > 0.5).then(|| [v / mass, a / mass])
     }
 }
 

@@ -4,7 +4,7 @@
 use super::cache::ActivationCache;
 use super::checkpoint::{BestWeights, EarlyStopping, Verdict};
 use super::config::TrainConfig;
-use super::data::{FaceSet, Sources};
+use super::data::{FaceSet, Sources, TargetRules, WeakVa};
 use super::history::{plot_history, write_history, EpochRecord};
 use super::{Finetune, Trainer};
 use crate::eval::{self, metrics::EvalReport, Predictions};
@@ -36,7 +36,7 @@ pub struct Epochs<'a> {
     train: &'a FaceSet,
     valid: &'a FaceSet,
     inputs: Inputs,
-    class_weights: [f32; NUM_EMOTIONS],
+    rules: TargetRules,
     device: &'a Device,
 }
 
@@ -77,12 +77,31 @@ impl<'a> Epochs<'a> {
                 )?,
             },
         };
+        if cfg.augment.is_some() && !matches!(inputs, Inputs::Images) {
+            log::warn!("augmentation applies only when the whole network trains; faces are cached as they are");
+        }
+        let weak_va = (cfg.weak_va > 0.0)
+            .then(|| WeakVa::from_samples(&sources.train.samples, cfg.weak_va))
+            .flatten();
+        if let Some(weak) = &weak_va {
+            log::info!(
+                "weak valence/arousal targets (weight {}): class means {:?}",
+                weak.weight,
+                weak.means
+            );
+        }
+        let rules = TargetRules {
+            class_weights,
+            task: cfg.task,
+            label_smoothing: cfg.label_smoothing,
+            weak_va,
+        };
         Ok(Self {
             cfg,
             train: &sources.train,
             valid: &sources.valid,
             inputs,
-            class_weights,
+            rules,
             device,
         })
     }
@@ -173,14 +192,17 @@ impl<'a> Epochs<'a> {
         );
         bar.set_prefix(epoch.to_string());
         let steps = order.len().div_ceil(cfg.batch_size);
+        let total_steps = steps * cfg.epochs;
         let (mut loss_sum, mut batches, mut correct, mut labelled) = (0.0, 0usize, 0usize, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
             let mirrored: Vec<bool> = chunk
                 .iter()
                 .map(|_| cfg.mirror && rng.random_bool(0.5))
                 .collect();
-            let inputs = self.train_inputs(chunk, &mirrored)?;
-            let targets = train.targets(chunk, &self.class_weights, cfg.task, device)?;
+            let seeds: Vec<u64> = chunk.iter().map(|_| rng.random()).collect();
+            let inputs = self.train_inputs(chunk, &mirrored, &seeds)?;
+            let targets = train.targets(chunk, &self.rules, device)?;
+            trainer.scale_learning_rates(cfg.lr_factor((epoch - 1) * steps + batches, total_steps));
             let (losses, logits) = trainer.step_with_logits(&inputs, &targets)?;
             loss_sum += losses.total.to_scalar::<f32>()? as f64;
             batches += 1;
@@ -209,13 +231,21 @@ impl<'a> Epochs<'a> {
         })
     }
 
-    /// The trainable part's inputs for training samples `indices`, mirrored where asked.
-    fn train_inputs(&self, indices: &[usize], mirrored: &[bool]) -> candle_core::Result<Tensor> {
+    /// The trainable part's inputs for training samples `indices`, mirrored where asked and
+    /// (images only) augmented with one seed per sample.
+    fn train_inputs(
+        &self,
+        indices: &[usize],
+        mirrored: &[bool],
+        seeds: &[u64],
+    ) -> candle_core::Result<Tensor> {
         match &self.inputs {
             Inputs::Cached { train, .. } => train.batch(indices, mirrored, self.device),
             Inputs::Images => {
+                let augment = self.cfg.augment.as_ref().map(|a| (a, seeds));
                 let pre = &self.cfg.preprocess;
-                self.train.images(indices, mirrored, pre, self.device)
+                self.train
+                    .images(indices, mirrored, augment, pre, self.device)
             }
         }
     }

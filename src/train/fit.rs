@@ -2,20 +2,24 @@
 //! everything written into one run directory.
 
 use super::config::TrainConfig;
-use super::data::{class_weights, load_sources};
+use super::data::{class_weights, load_sources, Sources};
 use super::epoch::Epochs;
 use super::evaluate::evaluate_test_splits;
 use super::history::EpochRecord;
+use super::logit_adjust;
 use super::Trainer;
-use crate::eval::metrics::EvalReport;
+use crate::eval::{self, metrics::EvalReport};
 use crate::model::labels::NUM_EMOTIONS;
 use crate::model::weights;
 use crate::model::{AffectModel, ModelMeta};
 use crate::run_error::{io_err, RunError};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The emotion logits' bias, where the logit adjustment is folded in.
+const EMOTION_BIAS: &str = "emotion.bias";
 
 /// What a run leaves behind, besides its files.
 pub struct FitOutcome {
@@ -42,7 +46,11 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
     let (history, best) = epochs.run(&mut trainer, &meta, &weights_path)?;
     // The best epoch's weights were written when it was reached.
     let best = best.ok_or_else(|| RunError::Config("--epochs must be at least 1".into()))?;
-    let model = AffectModel::from_tensors(best.tensors, meta, device)?;
+    let mut tensors = best.tensors;
+    if cfg.logit_adjust {
+        adjust_logits(cfg, &sources, &mut tensors, &meta, &weights_path, device)?;
+    }
+    let model = AffectModel::from_tensors(tensors, meta, device)?;
     let test_reports = evaluate_test_splits(&model, &sources.tests, &cfg.out, device)?;
     log::info!(
         "best epoch {}; weights in {}; {:.1} min",
@@ -56,6 +64,43 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
         test_reports,
         weights: weights_path,
     })
+}
+
+/// Chooses the logit adjustment's τ on validation, folds it into the emotion bias, rewrites
+/// the weights and records the sweep in `logit_adjustment.json`.
+fn adjust_logits(
+    cfg: &TrainConfig,
+    sources: &Sources,
+    tensors: &mut HashMap<String, Tensor>,
+    meta: &ModelMeta,
+    weights_path: &Path,
+    device: &Device,
+) -> Result<(), RunError> {
+    let model = AffectModel::from_tensors(tensors.clone(), meta.clone(), device)?;
+    let preds = eval::predict(&model, &sources.valid.faces, 64, device, "logit adjustment")?;
+    let prior = logit_adjust::class_prior(&sources.train.samples);
+    let (tau, sweep) = logit_adjust::choose_tau(&sources.valid.samples, &preds, &prior);
+    for s in &sweep {
+        log::info!(
+            "logit adjustment τ {:.2}: mean validation macro-F1 {:.4}",
+            s.tau,
+            s.mean_f1_macro
+        );
+    }
+    log::info!("logit adjustment: τ = {tau}");
+    let offsets = logit_adjust::bias_offsets(&prior, tau);
+    let bias = tensors
+        .get(EMOTION_BIAS)
+        .ok_or_else(|| RunError::Config(format!("the model has no `{EMOTION_BIAS}`")))?;
+    let adjusted = (bias + Tensor::new(&offsets, device)?)?;
+    tensors.insert(EMOTION_BIAS.to_string(), adjusted);
+    weights::write_safetensors(weights_path, tensors, meta.to_metadata())?;
+    let path = cfg.out.join("logit_adjustment.json");
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "tau": tau, "class_prior": prior, "bias_offsets": offsets, "sweep": sweep,
+    }))
+    .map_err(|e| RunError::Config(e.to_string()))?;
+    std::fs::write(&path, json).map_err(io_err(&path))
 }
 
 /// Lists why rows were skipped in `skipped.txt`, when any were.

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 
 pub mod adam;
+pub mod augment;
 pub mod cache;
 mod checkpoint;
 pub mod config;
@@ -19,6 +20,7 @@ mod epoch;
 mod evaluate;
 pub mod fit;
 pub mod history;
+pub mod logit_adjust;
 use adam::{Adam, AdamParams};
 use std::collections::HashMap;
 
@@ -106,6 +108,8 @@ pub struct Trainer {
     pub finetune: Finetune,
     trunk_opt: Option<Adam>,
     head_opt: Adam,
+    /// The rates the schedule scales.
+    lr: LearningRates,
     device: Device,
 }
 
@@ -158,9 +162,18 @@ impl Trainer {
             finetune,
             trunk_opt,
             head_opt: adam(head, lr.head)?,
+            lr,
             varmap,
             device: device.clone(),
         })
+    }
+
+    /// Sets both learning rates to `factor` times their configured values.
+    pub fn scale_learning_rates(&mut self, factor: f64) {
+        if let Some(opt) = &mut self.trunk_opt {
+            opt.set_lr(self.lr.trunk * factor);
+        }
+        self.head_opt.set_lr(self.lr.head * factor);
     }
 
     /// Runs the trainable part on `inputs`: pooled features for [`Finetune::HeadOnly`], the
