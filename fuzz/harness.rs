@@ -3,7 +3,8 @@
 //! so a fixed crash stays fixed in CI. A harness may return errors freely; it must not panic,
 //! hang or allocate without bound.
 
-use affectcam::capture::camera::{decode_frame, decode_mjpeg, Negotiated, PixelFormat};
+use affectcam::capture::camera::{decode_frame, Negotiated, PixelFormat};
+use affectcam::capture::mjpeg::decode_mjpeg;
 use affectcam::capture::video::Mp4Source;
 use affectcam::capture::FrameSource;
 use affectcam::data::{self, Format, LabelMode, LoadOptions};
@@ -97,7 +98,8 @@ pub fn image_file(data: &[u8]) {
         width: f32::from(corner[2]) + 1.0,
         height: f32::from(corner[3]) + 1.0,
     };
-    let _ = pre.face_pixels(&pre.crop_face(&image, face));
+    let pixels = pre.face_pixels(&pre.crop_face(&image, face));
+    let _ = pre.batch_of([(&pixels[..], false)], &candle_core::Device::Cpu);
 }
 
 /// The camera frame checks: the first byte picks the pixel format, the next four the

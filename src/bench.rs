@@ -115,14 +115,7 @@ pub struct BenchReport {
 
 /// Peak resident set size of this process (Linux), MB.
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    crate::pipeline::stats::proc_status_field("VmHWM:").map_or(f64::NAN, |kb| kb as f64 / 1024.0)
 }
 
 fn random_targets(n: usize, device: &Device) -> Result<Targets> {

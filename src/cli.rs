@@ -84,6 +84,9 @@ pub struct PipelineArgs {
     /// Frame rate for image sources (a folder of images or one image).
     #[arg(long, default_value_t = DEFAULT_FPS)]
     pub fps: f64,
+    /// Log a status line (fps, latency, memory, threads, open files) every N seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub report_every: Option<f64>,
     /// H.264 quantiser of recordings, 10–51: lower is better quality and larger files.
     #[arg(long, default_value_t = DEFAULT_QP, value_parser = clap::value_parser!(u8).range(10..=51))]
     pub qp: u8,
@@ -138,6 +141,9 @@ impl PipelineArgs {
         config.capture.fps = self.fps;
         config.recorder.qp = self.qp;
         config.recorder.fps = self.fps as f32;
+        config.report_every = self
+            .report_every
+            .map(|s| std::time::Duration::from_secs_f64(s.max(0.1)));
         config
     }
 }

@@ -123,6 +123,9 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
 fn eval_cmd(args: &EvalArgs) -> Result<()> {
     let (model, device) = load_model(&args.model)?;
     let output = affectcam::eval::run::run(&model, &device, &args.into())?;
+    for scored in &output.scored {
+        println!("{}", scored.describe());
+    }
     println!("{}", affectcam::eval::summary(&output.report));
     if output.skipped > 0 {
         println!(

@@ -10,25 +10,39 @@ const MAX_SIDE: u32 = 16_384;
 /// Largest decoding buffer, in bytes (a 8,000 × 8,000 RGB photo needs 192 MB).
 const MAX_ALLOC: u64 = 256 << 20;
 
-fn limits() -> Limits {
+/// Camera frames are at most 8K: a frame claiming more is damaged, and decoding it would
+/// take seconds (a fuzzed progressive JPEG of 15264 × 11936 took over 10 s).
+const MAX_CAMERA_SIDE: u32 = 8192;
+const MAX_CAMERA_ALLOC: u64 = 64 << 20;
+
+fn limits(side: u32, alloc: u64) -> Limits {
     let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
+    limits.max_alloc = Some(alloc);
     limits
+}
+
+fn decode_within(bytes: &[u8], limits: Limits) -> ImageResult<RgbImage> {
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(limits);
+    Ok(reader.decode()?.to_rgb8())
 }
 
 /// Decodes an image held in memory (format from its contents) to RGB.
 pub fn decode(bytes: &[u8]) -> ImageResult<RgbImage> {
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
-    reader.limits(limits());
-    Ok(reader.decode()?.to_rgb8())
+    decode_within(bytes, limits(MAX_SIDE, MAX_ALLOC))
+}
+
+/// Decodes one camera frame (a JPEG from an MJPEG stream), within a camera's sizes.
+pub fn decode_camera_frame(bytes: &[u8]) -> ImageResult<RgbImage> {
+    decode_within(bytes, limits(MAX_CAMERA_SIDE, MAX_CAMERA_ALLOC))
 }
 
 /// Reads and decodes an image file (format from its contents) to RGB.
 pub fn open(path: &Path) -> ImageResult<RgbImage> {
     let mut reader = ImageReader::open(path)?.with_guessed_format()?;
-    reader.limits(limits());
+    reader.limits(limits(MAX_SIDE, MAX_ALLOC));
     Ok(reader.decode()?.to_rgb8())
 }
 

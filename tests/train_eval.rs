@@ -213,3 +213,49 @@ fn bad_rows_fail_with_file_and_line_or_are_skipped_and_counted() {
         "{skipped}"
     );
 }
+
+#[test]
+fn eval_says_which_split_it_scored_and_how_many_of_how_many() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("report.json");
+    let data = shared.join("data/diffusionfer");
+    let (ok, stdout, stderr) = run(&["eval", "--data", s(&data), "--json", s(&json)]);
+    assert!(ok, "{stderr}");
+    // DiffusionFER has no splits of its own: the default scores the seeded 15 % test split.
+    let line = stdout.lines().next().unwrap();
+    assert!(
+        line.starts_with("scored the test split made here (15 %, seed 0)")
+            && line.ends_with("images; --split all scores every image"),
+        "{line}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let scored = &report["scored"][0];
+    let (images, of) = (
+        scored["images"].as_u64().unwrap(),
+        scored["of"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (scored["split"].as_str(), scored["seeded_split"].as_u64()),
+        (Some("test"), Some(0))
+    );
+    assert!(
+        images * 100 > of * 13 && images * 100 < of * 17,
+        "{images} of {of}"
+    );
+    assert!(
+        line.contains(&format!(": {images} of {of} images")),
+        "{line}"
+    );
+    assert_eq!(report["n"].as_u64(), Some(images));
+
+    let (ok, stdout, stderr) = run(&["eval", "--data", s(&data), "--split", "all"]);
+    assert!(ok, "{stderr}");
+    let line = stdout.lines().next().unwrap();
+    assert!(
+        line.starts_with("scored every split") && line.ends_with(&format!("{of} of {of} images")),
+        "{line}"
+    );
+}

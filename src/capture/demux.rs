@@ -1,11 +1,16 @@
 //! MP4 demuxing for H.264 video: the sample table of the first video track, from a plain MP4
-//! (`stbl` tables) or a fragmented one (`moof`/`traf`/`trun`, as affectcam records), with the
-//! atoms parsed by `mp4-atom`. Every count, offset and size is checked against the file, so a
-//! hostile file can neither make us read outside it nor allocate more than it could describe.
-//! A file that ends inside an atom (a recording cut off by a crash) keeps every complete
-//! fragment before that point.
+//! (`stbl` tables) or a fragmented one (`moof`/`traf`/`trun`, as affectcam records). We walk
+//! the atom tree ourselves and hand only the atoms we use to `mp4-atom` to parse: the others
+//! (sample groups, metadata, encryption) are never decoded, so their parsers cannot be made to
+//! hang (a fuzzed `sgpd` claiming 4 billion empty entries did). Every count, offset and size is
+//! checked against the file, so a hostile file can neither make us read outside it nor allocate
+//! more than it could describe. A file that ends inside an atom (a recording cut off by a
+//! crash) keeps every complete fragment before that point.
 
-use mp4_atom::{Any, Codec, Decode, Encode, FourCC, Moof, Moov, StszSamples, Trak};
+use mp4_atom::{
+    Avcc, Co64, Ctts, Decode, FourCC, Hdlr, Mdhd, Stco, Stsc, Stss, Stsz, StszSamples, Stts, Tfdt,
+    Tfhd, Tkhd, Trex, Trun,
+};
 use std::io::{Read, Seek, SeekFrom};
 
 /// Largest `moov` or `moof` read into memory. Real headers are kilobytes to a few megabytes.
@@ -84,8 +89,150 @@ impl VideoTrack {
 
 /// A top-level atom of interest, read whole, with its position in the file.
 enum TopLevel {
-    Moov(Box<Moov>),
-    Moof { moof: Moof, offset: u64 },
+    Moov(Vec<u8>),
+    Moof { bytes: Vec<u8>, offset: u64 },
+}
+
+/// The atoms of one track that the sample table is built from.
+struct TrackAtoms {
+    tkhd: Tkhd,
+    mdhd: Mdhd,
+    /// The first sample entry (`avc1` for H.264), with its header.
+    sample_entry: Vec<u8>,
+    stts: Stts,
+    ctts: Option<Ctts>,
+    stss: Option<Stss>,
+    stsc: Stsc,
+    stsz: Stsz,
+    stco: Option<Stco>,
+    co64: Option<Co64>,
+}
+
+/// The direct children of an atom body: (kind, the child atom with its header). A child whose
+/// size runs past the body is an error.
+fn children(body: &[u8]) -> Result<Vec<(FourCC, &[u8])>, DemuxError> {
+    let mut found = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 8 {
+        let size32 = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+        let kind = FourCC::new(rest[4..8].try_into().expect("4 bytes"));
+        let (header, size) = match size32 {
+            0 => (8, rest.len() as u64),
+            1 if rest.len() >= 16 => (16, u64::from_be_bytes(rest[8..16].try_into().expect("8"))),
+            1 => return Err(DemuxError::NotMp4(format!("{kind} atom is cut off"))),
+            n => (8, u64::from(n)),
+        };
+        if size < header || size > rest.len() as u64 {
+            return Err(DemuxError::NotMp4(format!(
+                "{kind} atom of {size} bytes in a {}-byte parent",
+                rest.len()
+            )));
+        }
+        let (atom, after) = rest.split_at(size as usize);
+        found.push((kind, atom));
+        rest = after;
+    }
+    Ok(found)
+}
+
+/// The body of an atom (after its 8- or 16-byte header).
+fn body(atom: &[u8]) -> &[u8] {
+    let large = atom.len() >= 16 && atom[..4] == [0, 0, 0, 1];
+    &atom[if large { 16 } else { 8 }..]
+}
+
+/// The first child of `parent`'s body of this kind.
+fn child<'a>(parent: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>, DemuxError> {
+    Ok(children(body(parent))?
+        .into_iter()
+        .find(|(k, _)| *k == FourCC::new(kind))
+        .map(|(_, atom)| atom))
+}
+
+/// A child that must be there.
+fn required<'a>(parent: &'a [u8], kind: &[u8; 4]) -> Result<&'a [u8], DemuxError> {
+    child(parent, kind)?
+        .ok_or_else(|| DemuxError::NotMp4(format!("no {} atom", String::from_utf8_lossy(kind))))
+}
+
+/// Parses one atom with `mp4-atom`.
+fn parse<T: Decode>(atom: &[u8], what: &str) -> Result<T, DemuxError> {
+    T::decode(&mut &atom[..]).map_err(|e| DemuxError::NotMp4(format!("{what} atom: {e}")))
+}
+
+fn parse_optional<T: Decode>(atom: Option<&[u8]>, what: &str) -> Result<Option<T>, DemuxError> {
+    atom.map(|a| parse(a, what)).transpose()
+}
+
+/// The first sample entry of an `stsd` atom (after version, flags and the entry count).
+fn first_sample_entry(stsd: &[u8]) -> Result<&[u8], DemuxError> {
+    let entries = body(stsd)
+        .get(8..)
+        .ok_or_else(|| DemuxError::NotMp4("stsd atom is cut off".into()))?;
+    children(entries)?
+        .into_iter()
+        .next()
+        .map(|(_, atom)| atom)
+        .ok_or_else(|| DemuxError::Codec("no sample entry".into()))
+}
+
+/// Width, height and decoder configuration of an `avc1` sample entry: a visual sample entry
+/// (78 bytes, the size at 24..28) followed by child atoms, of which we read only `avcC`.
+fn avc1_config(entry: &[u8]) -> Result<(u16, u16, Avcc), DemuxError> {
+    let fields = body(entry);
+    if fields.len() < 78 {
+        return Err(DemuxError::NotMp4("avc1 sample entry is cut off".into()));
+    }
+    let width = u16::from_be_bytes([fields[24], fields[25]]);
+    let height = u16::from_be_bytes([fields[26], fields[27]]);
+    let avcc = children(&fields[78..])?
+        .into_iter()
+        .find(|(kind, _)| *kind == FourCC::new(b"avcC"))
+        .map(|(_, atom)| atom)
+        .ok_or_else(|| DemuxError::NotMp4("avc1 sample entry has no avcC".into()))?;
+    Ok((width, height, parse(avcc, "avcC")?))
+}
+
+/// The first video track's atoms, and the `trex` defaults for its fragments.
+fn video_track_atoms(moov: &[u8]) -> Result<(TrackAtoms, Option<Trex>), DemuxError> {
+    for (kind, trak) in children(body(moov))? {
+        if kind != FourCC::new(b"trak") {
+            continue;
+        }
+        let mdia = required(trak, b"mdia")?;
+        let hdlr: Hdlr = parse(required(mdia, b"hdlr")?, "hdlr")?;
+        if hdlr.handler != FourCC::new(b"vide") {
+            continue;
+        }
+        let minf = required(mdia, b"minf")?;
+        let stbl = required(minf, b"stbl")?;
+        let atoms = TrackAtoms {
+            tkhd: parse(required(trak, b"tkhd")?, "tkhd")?,
+            mdhd: parse(required(mdia, b"mdhd")?, "mdhd")?,
+            sample_entry: first_sample_entry(required(stbl, b"stsd")?)?.to_vec(),
+            stts: parse(required(stbl, b"stts")?, "stts")?,
+            ctts: parse_optional(child(stbl, b"ctts")?, "ctts")?,
+            stss: parse_optional(child(stbl, b"stss")?, "stss")?,
+            stsc: parse(required(stbl, b"stsc")?, "stsc")?,
+            stsz: parse(required(stbl, b"stsz")?, "stsz")?,
+            stco: parse_optional(child(stbl, b"stco")?, "stco")?,
+            co64: parse_optional(child(stbl, b"co64")?, "co64")?,
+        };
+        let track_id = atoms.tkhd.track_id;
+        let mut trex = None;
+        if let Some(mvex) = child(moov, b"mvex")? {
+            for (kind, atom) in children(body(mvex))? {
+                if kind == FourCC::new(b"trex") {
+                    let t: Trex = parse(atom, "trex")?;
+                    if t.track_id == track_id {
+                        trex = Some(t);
+                    }
+                }
+            }
+        }
+        return Ok((atoms, trex));
+    }
+    Err(DemuxError::NoVideo)
 }
 
 /// Reads the structure of an MP4 file of `len` bytes.
@@ -96,35 +243,30 @@ pub fn read_video_track<R: Read + Seek>(file: &mut R, len: u64) -> Result<VideoT
     for atom in atoms {
         match atom {
             TopLevel::Moov(m) => moov = Some(m),
-            TopLevel::Moof { moof, offset } => moofs.push((moof, offset)),
+            TopLevel::Moof { bytes, offset } => moofs.push((bytes, offset)),
         }
     }
     let moov = moov.ok_or_else(|| DemuxError::NotMp4("no moov atom".into()))?;
-    let trak = moov
-        .trak
-        .iter()
-        .find(|t| t.mdia.hdlr.handler == FourCC::new(b"vide"))
-        .ok_or(DemuxError::NoVideo)?;
-    let codec = trak.mdia.minf.stbl.stsd.codecs.first();
-    let (visual, avcc) = match codec {
-        Some(Codec::Avc1(avc1)) => (&avc1.visual, avc1.avcc.clone()),
-        Some(other) => return Err(DemuxError::Codec(codec_name(other))),
-        None => return Err(DemuxError::Codec("unknown codec".into())),
-    };
-    let timescale = trak.mdia.mdhd.timescale;
+    let (track, trex) = video_track_atoms(&moov)?;
+    let codec = FourCC::new(
+        track.sample_entry[4..8]
+            .try_into()
+            .expect("atoms have a kind"),
+    );
+    if codec != FourCC::new(b"avc1") {
+        return Err(DemuxError::Codec(codec.to_string()));
+    }
+    let (width, height, avcc) = avc1_config(&track.sample_entry)?;
+    let timescale = track.mdhd.timescale;
     if timescale == 0 {
         return Err(damaged("the video track has a zero timescale"));
     }
-    let (mut samples, mut next_decode_time) = progressive_samples(trak, len)?;
-    let track_id = trak.tkhd.track_id;
-    let trex = moov
-        .mvex
-        .as_ref()
-        .and_then(|mvex| mvex.trex.iter().find(|t| t.track_id == track_id));
+    let (mut samples, mut next_decode_time) = progressive_samples(&track, len)?;
+    let track_id = track.tkhd.track_id;
     let defaults = FragmentDefaults {
-        duration: trex.map_or(0, |t| t.default_sample_duration),
-        size: trex.map_or(0, |t| t.default_sample_size),
-        flags: trex.map_or(0, |t| t.default_sample_flags),
+        duration: trex.as_ref().map_or(0, |t| t.default_sample_duration),
+        size: trex.as_ref().map_or(0, |t| t.default_sample_size),
+        flags: trex.as_ref().map_or(0, |t| t.default_sample_flags),
     };
     for (moof, offset) in &moofs {
         fragment_samples(
@@ -138,25 +280,13 @@ pub fn read_video_track<R: Read + Seek>(file: &mut R, len: u64) -> Result<VideoT
         )?;
     }
     Ok(VideoTrack {
-        width: visual.width,
-        height: visual.height,
+        width,
+        height,
         timescale,
         avcc,
         samples,
         truncated,
     })
-}
-
-/// The sample entry's four-letter code (`hev1`, `vp09`, …).
-fn codec_name(codec: &Codec) -> String {
-    if let Codec::Unknown(kind, _) = codec {
-        return kind.to_string();
-    }
-    let mut bytes = Vec::new();
-    match codec.encode(&mut bytes) {
-        Ok(()) if bytes.len() >= 8 => String::from_utf8_lossy(&bytes[4..8]).into_owned(),
-        _ => "unknown codec".into(),
-    }
 }
 
 /// The `moov` and every `moof`, skipping media data; stops (truncated) at an atom that runs
@@ -210,13 +340,11 @@ fn top_level_atoms<R: Read + Seek>(
             file.seek(SeekFrom::Start(offset))?;
             let mut bytes = vec![0u8; size as usize];
             file.read_exact(&mut bytes)?;
-            let parsed = Any::decode(&mut bytes.as_slice())
-                .map_err(|e| DemuxError::NotMp4(format!("{kind} atom: {e}")))?;
-            match parsed {
-                Any::Moov(moov) => atoms.push(TopLevel::Moov(Box::new(moov))),
-                Any::Moof(moof) => atoms.push(TopLevel::Moof { moof, offset }),
-                _ => {}
-            }
+            atoms.push(if is_moov {
+                TopLevel::Moov(bytes)
+            } else {
+                TopLevel::Moof { bytes, offset }
+            });
         }
         saw_ftyp_or_moov |= is_moov || kind == FourCC::new(b"ftyp");
         offset += size;
@@ -247,8 +375,7 @@ fn check_count(count: u64, len: u64) -> Result<(), DemuxError> {
 
 /// Samples described by the track's `stbl` (none in a fragmented file's header), and the
 /// decode time after the last one.
-fn progressive_samples(trak: &Trak, len: u64) -> Result<(Vec<Sample>, u64), DemuxError> {
-    let stbl = &trak.mdia.minf.stbl;
+fn progressive_samples(stbl: &TrackAtoms, len: u64) -> Result<(Vec<Sample>, u64), DemuxError> {
     let sizes: Vec<u32> = match &stbl.stsz.samples {
         StszSamples::Different { sizes } => sizes.clone(),
         // Every sample lies inside the file and is at least a byte, so `len` bounds the count.
@@ -349,7 +476,7 @@ struct FragmentDefaults {
 
 /// Appends the samples one `moof` (at file offset `moof_offset`) describes for `track_id`.
 fn fragment_samples(
-    moof: &Moof,
+    moof: &[u8],
     moof_offset: u64,
     track_id: u32,
     defaults: &FragmentDefaults,
@@ -357,18 +484,26 @@ fn fragment_samples(
     next_decode_time: &mut u64,
     samples: &mut Vec<Sample>,
 ) -> Result<(), DemuxError> {
-    for traf in moof.traf.iter().filter(|t| t.tfhd.track_id == track_id) {
-        let tfhd = &traf.tfhd;
+    for (kind, traf) in children(body(moof))? {
+        if kind != FourCC::new(b"traf") {
+            continue;
+        }
+        let tfhd: Tfhd = parse(required(traf, b"tfhd")?, "tfhd")?;
+        if tfhd.track_id != track_id {
+            continue;
+        }
+        let tfdt: Option<Tfdt> = parse_optional(child(traf, b"tfdt")?, "tfdt")?;
         let base = tfhd.base_data_offset.unwrap_or(moof_offset);
-        let mut decode_time = traf
-            .tfdt
-            .as_ref()
-            .map_or(*next_decode_time, |t| t.base_media_decode_time);
+        let mut decode_time = tfdt.map_or(*next_decode_time, |t| t.base_media_decode_time);
         let duration = tfhd.default_sample_duration.unwrap_or(defaults.duration);
         let size = tfhd.default_sample_size.unwrap_or(defaults.size);
         let flags = tfhd.default_sample_flags.unwrap_or(defaults.flags);
         let mut offset = base;
-        for trun in &traf.trun {
+        for (kind, atom) in children(body(traf))? {
+            if kind != FourCC::new(b"trun") {
+                continue;
+            }
+            let trun: Trun = parse(atom, "trun")?;
             if let Some(data_offset) = trun.data_offset {
                 offset = base
                     .checked_add_signed(i64::from(data_offset))

@@ -5,6 +5,7 @@
 pub mod camera;
 pub mod demux;
 pub mod images;
+pub mod mjpeg;
 pub mod video;
 
 use image::RgbImage;

@@ -123,6 +123,7 @@ pub fn load(root: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
         valid,
         test,
         skipped,
+        seeded: None,
     })
 }
 

@@ -102,6 +102,8 @@ pub struct Splits {
     pub test: Vec<Sample>,
     /// Rows skipped (bad rows with `skip_bad`, or dropped by the label mode), with reasons.
     pub skipped: Vec<String>,
+    /// The seed of a split made here (70/15/15, stratified); `None`: the dataset's own.
+    pub seeded: Option<u64>,
 }
 
 /// Options for reading datasets (serde: part of a training recipe).
@@ -203,6 +205,7 @@ pub fn stratified_split(samples: Vec<Sample>, seed: u64, skipped: Vec<String>) -
     }
     let mut splits = Splits {
         skipped,
+        seeded: Some(seed),
         ..Default::default()
     };
     for mut stratum in strata {

@@ -46,13 +46,60 @@ pub struct Leakage {
     pub without_duplicates: EvalReport,
 }
 
+/// Which images of one data source were scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scored {
+    pub data: PathBuf,
+    /// `train`, `valid`, `test` or `all`.
+    pub split: &'static str,
+    /// The seed of a split made here (70/15/15, stratified); `None`: the dataset's own.
+    pub seeded_split: Option<u64>,
+    /// Images scored, of the usable images in all splits.
+    pub images: usize,
+    pub of: usize,
+}
+
+impl Scored {
+    /// One line for the printed report.
+    pub fn describe(&self) -> String {
+        let which = match (self.split, self.seeded_split) {
+            ("all", _) => "every split".to_string(),
+            (split, Some(seed)) => format!("the {split} split made here (15 %, seed {seed})"),
+            (split, None) => format!("its own {split} split"),
+        };
+        let hint = if self.split != "all" && self.images < self.of {
+            "; --split all scores every image"
+        } else {
+            ""
+        };
+        format!(
+            "scored {which} of {}: {} of {} images{hint}",
+            self.data.display(),
+            self.images,
+            self.of
+        )
+    }
+}
+
 /// Everything `eval` measured; the JSON output.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalOutput {
     #[serde(flatten)]
     pub report: EvalReport,
+    pub scored: Vec<Scored>,
     pub skipped: usize,
     pub leakage: Option<Leakage>,
+}
+
+impl Split {
+    fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+            Split::All => "all",
+        }
+    }
 }
 
 fn select(splits: data::Splits, split: Split) -> Vec<Sample> {
@@ -165,9 +212,12 @@ pub fn run(
 ) -> Result<EvalOutput, RunError> {
     let pre = model.meta.preprocess;
     let (mut samples, mut faces, mut skipped) = (Vec::new(), Vec::new(), 0usize);
+    let mut scored = Vec::new();
     for path in &opts.data {
         let splits = data::load(path, &opts.load)?;
         skipped += splits.skipped.len();
+        let of = splits.train.len() + splits.valid.len() + splits.test.len();
+        let seeded_split = splits.seeded;
         let (s, f, bad) = data::decode(
             select(splits, opts.split),
             &pre,
@@ -175,6 +225,13 @@ pub fn run(
             "decoding",
         )?;
         skipped += bad.len();
+        scored.push(Scored {
+            data: path.clone(),
+            split: opts.split.name(),
+            seeded_split,
+            images: s.len(),
+            of,
+        });
         samples.extend(s);
         faces.extend(f);
     }
@@ -227,6 +284,7 @@ pub fn run(
     }
     let output = EvalOutput {
         report,
+        scored,
         skipped,
         leakage,
     };

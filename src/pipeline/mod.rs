@@ -132,6 +132,8 @@ pub struct PipelineConfig {
     pub max_frames: Option<u64>,
     /// Show a progress bar (offline runs on a terminal).
     pub progress: bool,
+    /// Log a status line (fps, latency, memory, threads, files) this often.
+    pub report_every: Option<Duration>,
 }
 
 impl PipelineConfig {
@@ -155,6 +157,7 @@ impl PipelineConfig {
             snapshot_dir: PathBuf::from("."),
             max_frames: None,
             progress: false,
+            report_every: None,
         }
     }
 

@@ -4,7 +4,7 @@
 use super::analyse::Analysed;
 use super::handoff::{Received, Receiver, Sender};
 use super::record::RecorderMessage;
-use super::stats::Histogram;
+use super::stats::{Histogram, ProcessUsage};
 use super::{ms, output_error, Mode, PipelineConfig, PipelineError};
 use crate::record::FaceLog;
 use crate::render::{Overlay, PreviewWindow, Readout, WindowEvent};
@@ -45,6 +45,10 @@ pub(super) struct Presenter<'a> {
     recent: VecDeque<(Instant, f64)>,
     shown: u64,
     faces: u64,
+    /// Latency since the last status line, and when that was.
+    interval_latency: Histogram,
+    interval_start: Instant,
+    interval_shown: u64,
 }
 
 /// What the presenter reports once the run is over.
@@ -88,7 +92,38 @@ impl<'a> Presenter<'a> {
             recent: VecDeque::new(),
             shown: 0,
             faces: 0,
+            interval_latency: Histogram::default(),
+            interval_start: Instant::now(),
+            interval_shown: 0,
         }
+    }
+
+    /// Every `report_every`: one line on the last interval, for long runs (soak tests, kiosks).
+    fn report_status(&mut self) {
+        let Some(every) = self.config.report_every else {
+            return;
+        };
+        let elapsed = self.interval_start.elapsed();
+        if elapsed < every {
+            return;
+        }
+        let l = self.interval_latency.summary();
+        let usage = ProcessUsage::now().map_or(String::new(), |u| {
+            format!(
+                ", rss {:.1} MB, {} threads, {} open files",
+                u.rss_mb, u.threads, u.open_files
+            )
+        });
+        log::info!(
+            "status: {} frames shown, {:.1} fps, latency p50 {:.1} ms p95 {:.1} ms{usage}",
+            self.shown,
+            self.interval_shown as f64 / elapsed.as_secs_f64(),
+            l.p50,
+            l.p95
+        );
+        self.interval_latency = Histogram::default();
+        self.interval_start = Instant::now();
+        self.interval_shown = 0;
     }
 
     /// Presents frames until the stream ends, `stop` is set or the user quits, then raises
@@ -143,6 +178,8 @@ impl<'a> Presenter<'a> {
         let now = Instant::now();
         let latency = ms(now.duration_since(frame.captured));
         self.latency.record(latency);
+        self.interval_latency.record(latency);
+        self.interval_shown += 1;
         self.recent.push_back((now, latency));
         while self
             .recent
@@ -153,6 +190,7 @@ impl<'a> Presenter<'a> {
         }
         self.shown += 1;
         self.faces += faces.len() as u64;
+        self.report_status();
         if let Some(bar) = &self.progress {
             bar.inc(1);
         }

@@ -141,6 +141,33 @@ impl RunStats {
     }
 }
 
+/// What this process holds right now (Linux `/proc`; `None` elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProcessUsage {
+    pub rss_mb: f64,
+    pub threads: u64,
+    pub open_files: u64,
+}
+
+impl ProcessUsage {
+    pub fn now() -> Option<Self> {
+        Some(Self {
+            rss_mb: proc_status_field("VmRSS:")? as f64 / 1024.0,
+            threads: proc_status_field("Threads:")?,
+            open_files: std::fs::read_dir("/proc/self/fd").ok()?.count() as u64,
+        })
+    }
+}
+
+/// A number from this process's `/proc/self/status` line `name` (kB for memory fields).
+pub fn proc_status_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +192,13 @@ mod tests {
             "beyond the range reports the max"
         );
         assert_eq!(Histogram::default().quantile(0.5), 0.0);
+    }
+
+    #[test]
+    fn process_usage_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let usage = ProcessUsage::now().unwrap();
+            assert!(usage.rss_mb > 1.0 && usage.threads >= 1 && usage.open_files >= 3);
+        }
     }
 }

@@ -1,40 +1,23 @@
-//! Annotated video out: H.264 from OpenH264 in a fragmented MP4, its atoms encoded by
-//! `mp4-atom`. The header (`ftyp` + `moov`) is written with the first frame; then, about once
-//! a second, a fragment (`moof` + `mdat`) that starts at a key frame is written and synced to
-//! disk. A killed process (a crash, an out-of-memory kill, a power cut) therefore loses at
-//! most the fragment in progress, and what is on disk always plays. A normal finish writes
-//! the total duration into the header (`mvhd`, `mehd`), so players show the right length.
-//! The file stays fragmented at the end: rewriting it as a plain MP4 would copy every byte
-//! again, and players, ffprobe and our own reader all read fragments. Frames keep their
-//! capture timestamps (variable frame rate), so a recording plays at the speed it was
-//! captured even when frames were dropped. Memory holds one fragment at most.
+//! Annotated video out: H.264 from OpenH264 in a fragmented MP4 (`fmp4.rs`). The header is
+//! written with the first frame; then, about once a second, the encoder is asked for a key
+//! frame and the fragment before it is written and synced, so a killed process (a crash, an
+//! out-of-memory kill, a power cut) loses at most about a second, and what is on disk always
+//! plays. Frames keep their capture timestamps (variable frame rate), so a recording plays at
+//! the speed it was captured even when frames were dropped. Memory holds one fragment at most.
 
+use super::fmp4::{FragmentedMp4, TIMESCALE};
 use image::RgbImage;
-use mp4_atom::{
-    Avc1, Avcc, Codec, Dinf, Dref, Encode, Ftyp, Hdlr, Matrix, Mdat, Mdhd, Mdia, Mehd, Mfhd, Minf,
-    Moof, Moov, Mvex, Mvhd, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url,
-    Visual, Vmhd,
-};
 use openh264::encoder::{
     Encoder, EncoderConfig, FrameRate, IntraFramePeriod, QpRange, RateControlMode, UsageType,
 };
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 use openh264::OpenH264API;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Track timescale: 90 kHz, the usual video clock, so capture times keep sub-ms precision.
-const TIMESCALE: u32 = 90_000;
-/// Movie timescale (header durations): milliseconds.
-const MOVIE_TIMESCALE: u32 = 1000;
 /// A fragment is closed at the first key frame after this much video: what a crash can lose.
 const FRAGMENT_TICKS: u64 = TIMESCALE as u64;
-/// `trun` sample flags (ISO/IEC 14496-12, 8.8.3.1): a key frame depends on no other; other
-/// frames depend on earlier ones and are not sync samples.
-const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
-const OTHER_SAMPLE_FLAGS: u32 = 0x0101_0000;
 
 /// Errors writing a recording.
 #[derive(Debug, thiserror::Error)]
@@ -91,15 +74,6 @@ struct PendingSample {
     is_sync: bool,
 }
 
-/// Frames of the fragment being gathered: their `trun` entries and their data.
-#[derive(Default)]
-struct Fragment {
-    /// Decode time of the first frame.
-    start: u64,
-    entries: Vec<TrunEntry>,
-    data: Vec<u8>,
-}
-
 /// What was written, once a recording is finished.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingSummary {
@@ -112,102 +86,21 @@ pub struct RecordingSummary {
 pub struct Mp4Recorder {
     path: PathBuf,
     config: RecorderConfig,
-    file: File,
+    /// The file, until the header is written with the first frame.
+    file: Option<File>,
+    mp4: Option<FragmentedMp4>,
     encoder: Option<Encoder>,
     /// Even-sized area of the frame that is encoded (4:2:0 needs even sides).
     size: Option<(u32, u32)>,
     first_size: Option<(u32, u32)>,
     yuv: Option<YUVBuffer>,
-    /// The header as written, rewritten with the durations at the end.
-    moov: Option<Moov>,
-    /// Where the `moov` starts in the file.
-    moov_offset: u64,
-    fragment: Fragment,
-    fragments_written: u32,
     pending: Option<PendingSample>,
     first_timestamp: Option<Duration>,
     frames: u64,
-    /// Decode time after the last finished frame.
-    end: u64,
 }
 
 fn to_ticks(t: Duration) -> u64 {
     (t.as_nanos() * u128::from(TIMESCALE) / 1_000_000_000) as u64
-}
-
-/// The header of a one-track H.264 recording with fragments to follow.
-fn header(width: u16, height: u16, avcc: Avcc) -> Moov {
-    let visual = Visual {
-        data_reference_index: 1,
-        width,
-        height,
-        ..Visual::default()
-    };
-    let avc1 = Avc1 {
-        visual,
-        avcc,
-        btrt: None,
-        colr: None,
-        pasp: None,
-        taic: None,
-        fiel: None,
-    };
-    Moov {
-        mvhd: Mvhd {
-            timescale: MOVIE_TIMESCALE,
-            rate: 1.into(),
-            volume: 1.into(),
-            next_track_id: 2,
-            ..Mvhd::default()
-        },
-        mvex: Some(Mvex {
-            mehd: Some(Mehd::default()),
-            trex: vec![Trex {
-                track_id: 1,
-                default_sample_description_index: 1,
-                ..Trex::default()
-            }],
-        }),
-        trak: vec![Trak {
-            tkhd: Tkhd {
-                track_id: 1,
-                enabled: true,
-                in_movie: true,
-                width: width.into(),
-                height: height.into(),
-                matrix: Matrix::default(),
-                ..Tkhd::default()
-            },
-            mdia: Mdia {
-                mdhd: Mdhd {
-                    timescale: TIMESCALE,
-                    language: "und".into(),
-                    ..Mdhd::default()
-                },
-                hdlr: Hdlr {
-                    handler: b"vide".into(),
-                    name: "VideoHandler".into(),
-                },
-                minf: Minf {
-                    vmhd: Some(Vmhd::default()),
-                    dinf: Dinf {
-                        dref: Dref {
-                            urls: vec![Url::default()],
-                        },
-                    },
-                    stbl: Stbl {
-                        stsd: Stsd {
-                            codecs: vec![Codec::Avc1(avc1)],
-                        },
-                        ..Stbl::default()
-                    },
-                    ..Minf::default()
-                },
-            },
-            ..Trak::default()
-        }],
-        ..Moov::default()
-    }
 }
 
 impl Mp4Recorder {
@@ -220,19 +113,15 @@ impl Mp4Recorder {
         Ok(Self {
             path: path.to_path_buf(),
             config,
-            file,
+            file: Some(file),
+            mp4: None,
             encoder: None,
             size: None,
             first_size: None,
             yuv: None,
-            moov: None,
-            moov_offset: 0,
-            fragment: Fragment::default(),
-            fragments_written: 0,
             pending: None,
             first_timestamp: None,
             frames: 0,
-            end: 0,
         })
     }
 
@@ -292,8 +181,11 @@ impl Mp4Recorder {
         let start = to_ticks(timestamp.saturating_sub(first_ts));
         let encoder = self.encoder.as_mut().expect("created above");
         // A fragment that has its second of video ends at the next key frame: make this one.
-        let fragment_full = start.saturating_sub(self.fragment.start) >= FRAGMENT_TICKS;
-        if fragment_full && !self.fragment.entries.is_empty() {
+        let fragment_full = self
+            .mp4
+            .as_ref()
+            .is_some_and(|m| m.fragment_span() + start.saturating_sub(m.end()) >= FRAGMENT_TICKS);
+        if fragment_full {
             encoder.force_intra_frame();
         }
         let bitstream = encoder.encode(&*yuv).map_err(|e| RecordError::Encode {
@@ -317,19 +209,21 @@ impl Mp4Recorder {
                 }
             }
         }
-        if self.moov.is_none() {
+        if let Some(file) = self.file.take() {
             let (Some(sps), Some(pps)) = (sps, pps) else {
                 return Err(self.encode_error("the first frame came without SPS/PPS"));
             };
-            let avcc = Avcc::new(&sps, &pps).map_err(|e| self.encode_error(e))?;
-            self.write_header(header(w as u16, h as u16, avcc))?;
+            let mp4 = FragmentedMp4::start(file, w as u16, h as u16, &sps, &pps)
+                .map_err(|e| self.write_error(e))?;
+            self.mp4 = Some(mp4);
         }
         if sample.is_empty() {
             return Err(self.encode_error(format!("frame {} produced no data", self.frames)));
         }
         self.finish_pending(start);
-        if is_sync && self.end.saturating_sub(self.fragment.start) >= FRAGMENT_TICKS {
-            self.write_fragment()?;
+        let mp4 = self.mp4.as_mut().expect("started above");
+        if is_sync && mp4.fragment_span() >= FRAGMENT_TICKS {
+            mp4.write_fragment().map_err(|e| self.write_error(e))?;
         }
         self.pending = Some(PendingSample {
             start,
@@ -340,102 +234,28 @@ impl Mp4Recorder {
         Ok(())
     }
 
-    fn write_header(&mut self, moov: Moov) -> Result<(), RecordError> {
-        let brands = [b"isom", b"iso5", b"iso6", b"avc1", b"mp41"];
-        let ftyp = Ftyp {
-            major_brand: b"isom".into(),
-            minor_version: 512,
-            compatible_brands: brands.iter().map(|&b| b.into()).collect(),
-        };
-        let mut bytes = Vec::new();
-        ftyp.encode(&mut bytes).map_err(|e| self.write_error(e))?;
-        self.moov_offset = bytes.len() as u64;
-        moov.encode(&mut bytes).map_err(|e| self.write_error(e))?;
-        self.file
-            .write_all(&bytes)
-            .map_err(|e| self.write_error(e))?;
-        self.moov = Some(moov);
-        Ok(())
-    }
-
     /// Moves the held frame into the fragment, now that the next one's start (its end) is
     /// known.
     fn finish_pending(&mut self, next_start: u64) {
-        let Some(pending) = self.pending.take() else {
+        let (Some(pending), Some(mp4)) = (self.pending.take(), self.mp4.as_mut()) else {
             return;
         };
         // At least one tick, so frames with repeated timestamps stay in order; decode times
         // are the running sum, so they never go backwards.
-        let duration = next_start.saturating_sub(self.end).max(1);
-        if self.fragment.entries.is_empty() {
-            self.fragment.start = self.end;
-        }
-        self.fragment.entries.push(TrunEntry {
-            duration: Some(duration as u32),
-            size: Some(pending.bytes.len() as u32),
-            flags: Some(if pending.is_sync {
-                SYNC_SAMPLE_FLAGS
-            } else {
-                OTHER_SAMPLE_FLAGS
-            }),
-            cts: None,
-        });
-        self.fragment.data.extend_from_slice(&pending.bytes);
-        self.end += duration;
-    }
-
-    /// Writes the gathered frames as one `moof` + `mdat` and syncs them to disk.
-    fn write_fragment(&mut self) -> Result<(), RecordError> {
-        if self.fragment.entries.is_empty() {
-            return Ok(());
-        }
-        let fragment = std::mem::take(&mut self.fragment);
-        self.fragment.start = self.end;
-        self.fragments_written += 1;
-        let mut moof = Moof {
-            mfhd: Mfhd {
-                sequence_number: self.fragments_written,
-            },
-            traf: vec![Traf {
-                tfhd: Tfhd {
-                    track_id: 1,
-                    default_base_is_moof: true,
-                    ..Tfhd::default()
-                },
-                tfdt: Some(Tfdt {
-                    base_media_decode_time: fragment.start,
-                }),
-                trun: vec![Trun {
-                    data_offset: Some(0),
-                    entries: fragment.entries,
-                }],
-                ..Traf::default()
-            }],
-        };
-        // The data starts after the moof and the mdat header; the offset's value does not
-        // change the moof's size.
-        let mut sized = Vec::new();
-        moof.encode(&mut sized).map_err(|e| self.write_error(e))?;
-        moof.traf[0].trun[0].data_offset = Some(sized.len() as i32 + 8);
-        let mut bytes = Vec::with_capacity(sized.len() + 8 + fragment.data.len());
-        moof.encode(&mut bytes).map_err(|e| self.write_error(e))?;
-        Mdat {
-            data: fragment.data,
-        }
-        .encode(&mut bytes)
-        .map_err(|e| self.write_error(e))?;
-        self.file
-            .write_all(&bytes)
-            .map_err(|e| self.write_error(e))?;
-        // On disk, not just in the page cache: what a power cut must not take.
-        self.file.sync_data().map_err(|e| self.write_error(e))
+        let duration = next_start.saturating_sub(mp4.end()).max(1);
+        mp4.add(&pending.bytes, duration as u32, pending.is_sync);
     }
 
     /// Writes the last frame's fragment and the total duration into the header. A recording
     /// without frames is removed: an MP4 with no video track only confuses players.
     pub fn finish(mut self) -> Result<RecordingSummary, RecordError> {
-        if self.frames == 0 {
-            drop(self.file);
+        if let Some(pending) = &self.pending {
+            // The last frame lasts one nominal frame interval.
+            let interval = (f64::from(TIMESCALE) / f64::from(self.config.fps.max(1.0))) as u64;
+            self.finish_pending(pending.start + interval);
+        }
+        let Some(mp4) = self.mp4.take() else {
+            drop(self.file.take());
             let _ = std::fs::remove_file(&self.path);
             return Ok(RecordingSummary {
                 path: self.path,
@@ -443,47 +263,16 @@ impl Mp4Recorder {
                 duration: Duration::ZERO,
                 bytes: 0,
             });
-        }
-        if let Some(pending) = &self.pending {
-            // The last frame lasts one nominal frame interval.
-            let interval = (f64::from(TIMESCALE) / f64::from(self.config.fps.max(1.0))) as u64;
-            self.finish_pending(pending.start + interval);
-        }
-        self.write_fragment()?;
-        self.write_durations()?;
+        };
+        let end = mp4.end();
+        mp4.finish().map_err(|e| self.write_error(e))?;
         let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Ok(RecordingSummary {
             path: self.path,
             frames: self.frames,
-            duration: Duration::from_nanos(self.end * 1_000_000_000 / u64::from(TIMESCALE)),
+            duration: Duration::from_nanos(end * 1_000_000_000 / u64::from(TIMESCALE)),
             bytes,
         })
-    }
-
-    /// Rewrites the header in place with the recording's duration (the atoms' sizes do not
-    /// depend on the values, so nothing after it moves).
-    fn write_durations(&mut self) -> Result<(), RecordError> {
-        let Some(mut moov) = self.moov.take() else {
-            return Ok(());
-        };
-        let mut before = Vec::new();
-        moov.encode(&mut before).map_err(|e| self.write_error(e))?;
-        let movie = self.end * u64::from(MOVIE_TIMESCALE) / u64::from(TIMESCALE);
-        moov.mvhd.duration = movie;
-        if let Some(mehd) = moov.mvex.as_mut().and_then(|m| m.mehd.as_mut()) {
-            mehd.fragment_duration = movie;
-        }
-        let mut after = Vec::new();
-        moov.encode(&mut after).map_err(|e| self.write_error(e))?;
-        if after.len() != before.len() {
-            return Err(self.write_error("the header changed size when its duration was set"));
-        }
-        let at = self.moov_offset;
-        self.file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.file.write_all(&after))
-            .and_then(|_| self.file.sync_data())
-            .map_err(|e| self.write_error(e))
     }
 }
 

@@ -45,10 +45,10 @@ pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), RunError>
     let epochs: Vec<usize> = history.iter().map(|r| r.epoch).collect();
     let col = |f: fn(&EpochRecord) -> f64| history.iter().map(f).collect::<Vec<f64>>();
     let (tl, vl) = (col(|r| r.train_loss), col(|r| r.val_loss));
-    report::plot_training_curves(
+    report::plot_curves(
         &out.join("loss.png"),
         "loss",
-        &epochs,
+        ("epoch", &epochs),
         &[("train", &tl), ("validation", &vl)],
         "loss",
     )?;
@@ -57,10 +57,10 @@ pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), RunError>
         col(|r| r.val_accuracy),
         col(|r| r.val_f1_macro),
     );
-    report::plot_training_curves(
+    report::plot_curves(
         &out.join("accuracy.png"),
         "emotion",
-        &epochs,
+        ("epoch", &epochs),
         &[
             ("train accuracy", &ta),
             ("val accuracy", &va),
@@ -69,10 +69,10 @@ pub fn plot_history(out: &Path, history: &[EpochRecord]) -> Result<(), RunError>
         "score",
     )?;
     let (cv, ca) = (col(|r| r.val_valence_ccc), col(|r| r.val_arousal_ccc));
-    report::plot_training_curves(
+    report::plot_curves(
         &out.join("va_ccc.png"),
         "valence / arousal",
-        &epochs,
+        ("epoch", &epochs),
         &[("val valence CCC", &cv), ("val arousal CCC", &ca)],
         "CCC",
     )?;

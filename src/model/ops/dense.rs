@@ -1,0 +1,302 @@
+//! Dense layers and 1×1 convs: GEMM with a fused bias + activation epilogue, and the
+//! reductions their backward needs.
+
+use super::{inputs, par_output, written, Act};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+simd_dispatch!(bias_act_rows, fn<'a>(rows: impl Iterator<Item = &'a mut [f32]>, bias: &[f32], act: Act) {
+    for row in rows {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = act.apply(*v + b);
+        }
+    }
+});
+
+simd_dispatch!(act_mask_rows, fn<'a>(grad: &[f32], act_out: &[f32], out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
+    written(out, grad.iter().zip(act_out).map(|(&g, &y)| if act.passes(y) { g } else { 0.0 }))
+});
+
+/// The output buffer's address, shared by the tasks that write its disjoint tiles.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: `Dense::cpu_fwd` only hands it to tasks that each access their own tile, disjoint
+// from every other task's, while the buffer outlives them.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above: no element is accessed by two tasks.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Channels of the last dimension and number of rows before it.
+fn rows_channels(layout: &Layout) -> (usize, usize) {
+    let c = layout.dims().last().copied().unwrap_or(1);
+    (layout.shape().elem_count() / c.max(1), c)
+}
+
+/// `act(x · Wᵀ + b)` over the last dimension: x `[…, K]`, weight `[N, K]`, bias `[N]`.
+/// Each task multiplies one tile while the epilogue runs on it hot in cache.
+struct Dense(Act);
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        "dense-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [x, w, bias] = inputs(
+            self.name(),
+            [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
+        )?;
+        let (m, k) = rows_channels(xl);
+        let (n, wk) = wl.shape().dims2()?;
+        if wk != k || bias.len() != n {
+            bail!(
+                "dense: x {:?}, weight {:?}, bias {:?}",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        // Tiles: row blocks when there are many rows, column blocks for tiny inputs.
+        let threads = rayon::current_num_threads().max(1);
+        let row_block = (m / (threads * 8)).clamp(64, 512).min(m.max(1));
+        let col_block = if m <= row_block {
+            n.div_ceil(threads).max(16)
+        } else {
+            n
+        };
+        let tiles: Vec<(usize, usize)> = (0..m.div_ceil(row_block))
+            .flat_map(|r| (0..n.div_ceil(col_block)).map(move |c| (r * row_block, c * col_block)))
+            .collect();
+        // Left uninitialised (no zero-fill pass): gemm writes each tile before anything reads it.
+        let mut out = Vec::<f32>::with_capacity(m * n);
+        let dst = SharedMut(out.as_mut_ptr());
+        let act = self.0;
+        tiles.into_par_iter().for_each(|(r0, c0)| {
+            let rows = row_block.min(m - r0);
+            let cols = col_block.min(n - c0);
+            // SAFETY: the tile [r0, r0+rows) × [c0, c0+cols) lies inside the m × n buffer and
+            // overlaps no other task's, and no reference to its elements exists, so gemm may
+            // write it through the raw pointer; with read_dst = false it writes every element
+            // of the tile (zeros when k = 0) without reading any. x (m × k) and w (n × k) are
+            // read within their bounds.
+            let tile = unsafe {
+                let tile = dst.ptr().add(r0 * n + c0);
+                gemm::gemm(
+                    rows,
+                    cols,
+                    k,
+                    tile,
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr().add(r0 * k),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(c0 * k),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                tile
+            };
+            // One slice per tile row: a slice spanning several rows would also cover other
+            // tasks' columns in between, aliasing their `&mut` access.
+            let tile_rows = (0..rows).map(|r| {
+                // SAFETY: row r of the tile is `cols` elements inside the buffer, just written by
+                // gemm, that only this task accesses; each row is yielded once, so the slices
+                // are disjoint.
+                unsafe { std::slice::from_raw_parts_mut(tile.add(r * n), cols) }
+            });
+            bias_act_rows(tile_rows, &bias[c0..c0 + cols], act);
+        });
+        // SAFETY: the tiles cover all m × n elements, and every task has written its tile.
+        unsafe { out.set_len(m * n) };
+        let mut dims = xl.dims().to_vec();
+        *dims.last_mut().expect("rank checked by rows_channels") = n;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = weight.dims2()?;
+        let grad = act_mask(grad, res, self.0)?.reshape(((), n))?;
+        let x2 = x.reshape(((), k))?;
+        let grad_x = grad.matmul(weight)?.reshape(x.shape())?;
+        let grad_w = grad.t()?.matmul(&x2)?;
+        let grad_b = column_sum(&grad)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
+}
+
+simd_dispatch!(add_rows, fn(rows: &[f32], acc: &mut [f32]) {
+    for row in rows.chunks_exact(acc.len()) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+});
+
+/// Splits `rows` into parallel tasks of `per_task` rows; each task adds its rows' contributions
+/// into its own zeroed accumulator of `width` values, and the accumulators are summed.
+pub(super) fn parallel_sum(
+    rows: usize,
+    per_task: usize,
+    width: usize,
+    accumulate: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let per_task = per_task.max(1);
+    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(per_task))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0f32; width];
+            accumulate(task * per_task..((task + 1) * per_task).min(rows), &mut acc);
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; width];
+    for part in &partials {
+        add_rows(part, &mut total);
+    }
+    total
+}
+
+/// Sum over rows: `[M, N]` → `[N]` (candle's strided reduction is slow for bias gradients).
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "column-sum"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let [x] = inputs(self.name(), [("x", xs, xl)])?;
+        let (m, n) = xl.shape().dims2()?;
+        let total = parallel_sum(m, rows_per_task(m, n), n, |rows, acc| {
+            add_rows(&x[rows.start * n..rows.end * n], acc)
+        });
+        Ok((CpuStorage::F32(total), Shape::from(n)))
+    }
+}
+
+/// Rows per parallel task for row-wise reductions.
+fn rows_per_task(rows: usize, cols: usize) -> usize {
+    (65_536 / cols.max(1)).clamp(1, rows.max(1))
+}
+
+fn column_sum(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1_no_bwd(&ColumnSum)
+    } else {
+        x.sum(0)
+    }
+}
+
+/// `grad` where the activation's derivative is 1 (read off its output `act_out`), else 0.
+struct ActMask(Act);
+
+impl CustomOp2 for ActMask {
+    fn name(&self) -> &'static str {
+        "act-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [g, y] = inputs(self.name(), [("grad", gs, gl), ("output", ys, yl)])?;
+        if g.len() != y.len() {
+            bail!("act-mask: {:?} vs {:?}", gl.shape(), yl.shape());
+        }
+        const STEP: usize = 16_384;
+        let out = par_output(g.len(), STEP, |i, o| {
+            let span = i * STEP..i * STEP + o.len();
+            act_mask_rows(&g[span.clone()], &y[span], o, self.0)
+        });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+}
+
+pub(super) fn act_mask(grad: &Tensor, act_out: &Tensor, act: Act) -> Result<Tensor> {
+    if act == Act::Identity {
+        return grad.contiguous();
+    }
+    if grad.device().is_cpu() {
+        return grad
+            .contiguous()?
+            .apply_op2_no_bwd(&act_out.contiguous()?, &ActMask(act));
+    }
+    let inside = match act {
+        Act::Relu6 => act_out.gt(0.0)?.mul(&act_out.lt(6.0)?)?,
+        _ => act_out.gt(0.0)?,
+    };
+    grad.mul(&inside.to_dtype(grad.dtype())?)
+}
+
+/// `act(x · Wᵀ + b)` over the last dimension of `x`: a dense layer, or a 1×1 conv on NHWC.
+pub fn dense(x: &Tensor, weight: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op3(weight, bias, Dense(act))
+    } else {
+        super::dense_reference(x, weight, bias, act)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::{dense_reference, testing::check_grads};
+
+    #[test]
+    fn dense_matches_matmul_for_every_activation_and_tiling() {
+        // 3 rows → column tiles; 700 rows → row tiles with a ragged last tile.
+        for (rows, act) in [
+            (3, Act::Relu6),
+            (700, Act::Relu),
+            (700, Act::Identity),
+            (70, Act::Relu6),
+        ] {
+            check_grads(
+                &[&[rows, 19], &[37, 19], &[37]],
+                |t| dense(&t[0], &t[1], &t[2], act),
+                |t| dense_reference(&t[0], &t[1], &t[2], act),
+            );
+        }
+        check_grads(
+            &[&[2, 5, 3, 8], &[4, 8], &[4]],
+            |t| dense(&t[0], &t[1], &t[2], Act::Relu6),
+            |t| dense_reference(&t[0], &t[1], &t[2], Act::Relu6),
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Depthwise 3×3 conv with bias and activation, and its input and weight gradients.
+
+use super::dense::{act_mask, parallel_sum};
+use super::{dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::mem::MaybeUninit;
+
+/// `acc[c] += a[c] * b[c]`
+#[inline(always)]
+fn fma_row(acc: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+        *acc = a.mul_add(b, *acc);
+    }
+}
+
+simd_dispatch!(dw_forward_row, fn<'a>(x: &[f32], wt: &[f32], bias: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
+    let (n, oh) = (row / g.ho, row % g.ho);
+    let c = g.c;
+    let out = repeated(out, bias);
+    for kh in 0..3 {
+        let Some(ih) = g.input_at(oh, kh, g.h) else { continue };
+        let x_row = &x[(n * g.h + ih) * g.w * c..][..g.w * c];
+        for (ow, o) in out.chunks_exact_mut(c).enumerate() {
+            for kw in 0..3 {
+                if let Some(iw) = g.input_at(ow, kw, g.w) {
+                    fma_row(o, &x_row[iw * c..][..c], &wt[(kh * 3 + kw) * c..][..c]);
+                }
+            }
+        }
+    }
+    for v in out.iter_mut() {
+        *v = act.apply(*v);
+    }
+    out
+});
+
+simd_dispatch!(dw_grad_input_row, fn<'a>(grad: &[f32], wt: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+    let (n, ih) = (row / g.h, row % g.h);
+    let c = g.c;
+    let out = filled(out, 0.0);
+    for kh in 0..3 {
+        let Some(oh) = g.output_at(ih, kh, g.ho) else { continue };
+        let g_row = &grad[(n * g.ho + oh) * g.wo * c..][..g.wo * c];
+        for (iw, o) in out.chunks_exact_mut(c).enumerate() {
+            for kw in 0..3 {
+                if let Some(ow) = g.output_at(iw, kw, g.wo) {
+                    fma_row(o, &g_row[ow * c..][..c], &wt[(kh * 3 + kw) * c..][..c]);
+                }
+            }
+        }
+    }
+    out
+});
+
+simd_dispatch!(dw_grad_weight_row, fn(x: &[f32], grad: &[f32], g: &Geometry, row: usize, acc: &mut [f32]) {
+    // acc holds 9 tap rows then the bias row, each of C values.
+    let (n, oh) = (row / g.ho, row % g.ho);
+    let c = g.c;
+    let g_row = &grad[(n * g.ho + oh) * g.wo * c..][..g.wo * c];
+    let (taps, bias) = acc.split_at_mut(9 * c);
+    for go in g_row.chunks_exact(c) {
+        for (b, &v) in bias.iter_mut().zip(go) {
+            *b += v;
+        }
+    }
+    for kh in 0..3 {
+        let Some(ih) = g.input_at(oh, kh, g.h) else { continue };
+        let x_row = &x[(n * g.h + ih) * g.w * c..][..g.w * c];
+        for kw in 0..3 {
+            let tap = &mut taps[(kh * 3 + kw) * c..][..c];
+            for (ow, go) in g_row.chunks_exact(c).enumerate() {
+                if let Some(iw) = g.input_at(ow, kw, g.w) {
+                    fma_row(tap, &x_row[iw * c..][..c], go);
+                }
+            }
+        }
+    }
+});
+
+/// Depthwise 3×3 conv + bias (+ ReLU6): x `[N,H,W,C]`, weight `[3,3,C]`, bias `[C]`.
+struct Depthwise {
+    conv: Conv3x3,
+    act: Act,
+}
+
+impl CustomOp3 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [x, wt, bias] = inputs(
+            self.name(),
+            [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
+        )?;
+        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
+        if wt.len() != 9 * g.c || bias.len() != g.c {
+            bail!(
+                "depthwise: weight {:?} / bias {:?} for {} channels",
+                wl.shape(),
+                bl.shape(),
+                g.c
+            );
+        }
+        let out = par_output(g.n * g.ho * g.wo * g.c, g.wo * g.c, |row, o| {
+            dw_forward_row(x, wt, bias, &g, row, o, self.act)
+        });
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.ho, g.wo, g.c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = act_mask(grad, res, self.act)?;
+        let grad_x = grad.apply_op2_no_bwd(
+            weight,
+            &DepthwiseGradInput {
+                conv: self.conv,
+                input_hw: (x.dim(1)?, x.dim(2)?),
+            },
+        )?;
+        let grad_wb = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { conv: self.conv })?;
+        let c = weight.dim(2)?;
+        let grad_w = grad_wb.narrow(0, 0, 9)?.reshape((3, 3, c))?;
+        let grad_b = grad_wb.get(9)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
+}
+
+/// Gradient of a depthwise conv with respect to its input: grad `[N,Ho,Wo,C]`, weight `[3,3,C]`.
+struct DepthwiseGradInput {
+    conv: Conv3x3,
+    input_hw: (usize, usize),
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "depthwise3x3-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [grad, wt] = inputs(self.name(), [("grad", gs, gl), ("weight", ws, wl)])?;
+        let (n, ho, wo, c) = dims4(gl, self.name())?;
+        let (h, w) = self.input_hw;
+        let g = Geometry::new(self.conv, (n, h, w, c));
+        if (g.ho, g.wo) != (ho, wo) {
+            bail!("depthwise grad: {ho}x{wo} does not come from {h}x{w}");
+        }
+        let out = par_output(n * h * w * c, w * c, |row, o| {
+            dw_grad_input_row(grad, wt, &g, row, o)
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, h, w, c))))
+    }
+}
+
+/// Gradient of a depthwise conv with respect to weight and bias, as `[10, C]`: the 9 taps in
+/// row-major order, then the bias.
+struct DepthwiseGradWeight {
+    conv: Conv3x3,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "depthwise3x3-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [x, grad] = inputs(self.name(), [("x", xs, xl), ("grad", gs, gl)])?;
+        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
+        if gl.shape().dims() != [g.n, g.ho, g.wo, g.c] {
+            bail!(
+                "depthwise grad {:?} does not match input {:?}",
+                gl.shape(),
+                xl.shape()
+            );
+        }
+        let rows = g.n * g.ho;
+        let per_task = rows.div_ceil(rayon::current_num_threads().max(1) * 4);
+        let total = parallel_sum(rows, per_task, 10 * g.c, |rows, acc| {
+            for row in rows {
+                dw_grad_weight_row(x, grad, &g, row, acc);
+            }
+        });
+        Ok((CpuStorage::F32(total), Shape::from((10, g.c))))
+    }
+}
+
+/// Depthwise 3×3 conv with Keras padding, bias and activation.
+/// x `[N,H,W,C]`, weight `[3,3,C]`, bias `[C]`.
+pub fn depthwise3x3(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    conv: Conv3x3,
+    act: Act,
+) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?
+            .apply_op3(&weight.contiguous()?, bias, Depthwise { conv, act })
+    } else {
+        super::depthwise3x3_reference(x, weight, bias, conv, act)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::{depthwise3x3_reference, testing::check_grads};
+
+    #[test]
+    fn depthwise_matches_grouped_conv_forward_and_gradients() {
+        for (stride, h, w, act) in [
+            (1, 7, 6, Act::Relu6),
+            (2, 8, 8, Act::Relu6),
+            (2, 7, 9, Act::Identity),
+            (1, 1, 1, Act::Identity),
+        ] {
+            let conv = Conv3x3 { stride };
+            check_grads(
+                &[&[2, h, w, 5], &[3, 3, 5], &[5]],
+                |t| depthwise3x3(&t[0], &t[1], &t[2], conv, act),
+                |t| depthwise3x3_reference(&t[0], &t[1], &t[2], conv, act),
+            );
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Hand-written CPU kernels for the layers that dominate MobileNetV2, as candle custom ops.
+//!
+//! Activations are NHWC (`[N, H, W, C]`, channels contiguous) so a depthwise 3×3 vectorises
+//! over channels and a pointwise conv is one `[N·H·W, Cin] × [Cin, Cout]` matmul:
+//! - [`dense`]: dense layers and 1×1 convs, a GEMM with a fused bias + activation epilogue;
+//! - [`depthwise3x3`]: the depthwise 3×3 conv and its input/weight gradients;
+//! - [`conv3x3_input`]: the stem's dense 3×3 conv, as im2col patches into [`dense`];
+//! - [`dense_reference`], [`depthwise3x3_reference`], [`conv3x3_input_reference`]: the same
+//!   with candle's own ops.
+//!
+//! Each op has a hand-written backward, checked against the reference in the tests beside it.
+//! On other devices (CUDA) the same functions fall back to the reference ops.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Layout, Result};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Runs `body` compiled for AVX2+FMA when the CPU has them, so the inner channel loops
+/// vectorise with fused multiply-adds while the binary still runs on any x86-64.
+macro_rules! simd_dispatch {
+    ($name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        fn $name $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn generic $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU was just checked to support AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+mod dense;
+mod depthwise;
+mod reference;
+mod stem;
+#[cfg(test)]
+mod testing;
+
+pub use dense::dense;
+pub use depthwise::depthwise3x3;
+pub use reference::{conv3x3_input_reference, dense_reference, depthwise3x3_reference};
+pub use stem::conv3x3_input;
+
+/// Keras padding of a 3×3 convolution: stride 1 pads one pixel on every side; stride 2 pads
+/// only bottom/right (by one pixel on even inputs), as `ZeroPadding2D(correct_pad)` + "valid".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3x3 {
+    pub stride: usize,
+}
+
+impl Conv3x3 {
+    /// Padding before the first row/column.
+    fn pad_before(self) -> usize {
+        if self.stride == 1 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Output size along one axis for an input of `len` pixels.
+    pub fn out_len(self, len: usize) -> usize {
+        if self.stride == 1 {
+            len
+        } else {
+            len.div_ceil(self.stride)
+        }
+    }
+
+    /// Padding after the last row/column that yields `out_len` outputs.
+    fn pad_after(self, len: usize) -> usize {
+        (self.out_len(len) - 1) * self.stride + 3 - len - self.pad_before()
+    }
+}
+
+/// Sizes of a 3×3 conv over an NHWC input, and where its taps land.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    ho: usize,
+    wo: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    fn new(conv: Conv3x3, (n, h, w, c): (usize, usize, usize, usize)) -> Self {
+        Self {
+            n,
+            h,
+            w,
+            c,
+            ho: conv.out_len(h),
+            wo: conv.out_len(w),
+            stride: conv.stride,
+            pad: conv.pad_before(),
+        }
+    }
+
+    /// Input coordinate read by output `o` at tap `k`, if inside the image.
+    fn input_at(&self, o: usize, k: usize, len: usize) -> Option<usize> {
+        (o * self.stride + k)
+            .checked_sub(self.pad)
+            .filter(|&i| i < len)
+    }
+
+    /// Output coordinate that reads input `i` at tap `k`, if any.
+    fn output_at(&self, i: usize, k: usize, len: usize) -> Option<usize> {
+        let t = (i + self.pad).checked_sub(k)?;
+        (t % self.stride == 0 && t / self.stride < len).then_some(t / self.stride)
+    }
+}
+
+/// Activation applied after a bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Relu,
+    Relu6,
+}
+
+impl Act {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::Identity => v,
+            Act::Relu => v.max(0.0),
+            Act::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the derivative is 1 at a point whose activation output is `y` (else 0).
+    #[inline(always)]
+    fn passes(self, y: f32) -> bool {
+        match self {
+            Act::Identity => true,
+            Act::Relu => y > 0.0,
+            Act::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
+}
+
+/// The values of a custom op's inputs, which must be contiguous f32; `op` and the input's name
+/// say in an error which one was not.
+fn inputs<'a, const N: usize>(
+    op: &str,
+    inputs: [(&str, &'a CpuStorage, &Layout); N],
+) -> Result<[&'a [f32]; N]> {
+    let mut values = [&[][..]; N];
+    for (value, (what, storage, layout)) in values.iter_mut().zip(inputs) {
+        let data = match storage {
+            CpuStorage::F32(data) => data.as_slice(),
+            other => bail!("{op} {what}: expected f32, got {:?}", other.dtype()),
+        };
+        *value = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => bail!("{op} {what}: input must be contiguous"),
+        };
+    }
+    Ok(values)
+}
+
+fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
+    layout.shape().dims4().map_err(|_| {
+        candle_core::Error::Msg(format!("{what}: expected NHWC, got {:?}", layout.shape()))
+    })
+}
+
+/// A new output of `len` values, built in parallel `row` values at a time: `init(i, piece)`
+/// gets the `i`-th piece uninitialised and hands it back written, as the `&mut [f32]` that
+/// [`filled`], [`repeated`] or [`written`] return. Skips the zero-fill of `vec![0.0; len]`,
+/// a full extra pass over memory, without any `f32` slice covering uninitialised memory.
+fn par_output(
+    len: usize,
+    row: usize,
+    init: impl for<'r> Fn(usize, &'r mut [MaybeUninit<f32>]) -> &'r mut [f32] + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(row.max(1))
+        .enumerate()
+        .for_each(|(i, piece)| {
+            let (start, piece_len) = (piece.as_ptr().cast::<f32>(), piece.len());
+            let done = init(i, piece);
+            assert!(
+                std::ptr::eq(done.as_ptr(), start) && done.len() == piece_len,
+                "output piece {i} not handed back written"
+            );
+        });
+    // SAFETY: every piece of the first `len` elements came back as a `&mut [f32]` over exactly
+    // its own memory (asserted), and such a reference cannot exist before its memory is
+    // initialised: safe code only gets one by writing the `MaybeUninit` values.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `out` with every element set to `value`.
+#[inline(always)]
+fn filled(out: &mut [MaybeUninit<f32>], value: f32) -> &mut [f32] {
+    out.fill(MaybeUninit::new(value));
+    // SAFETY: `fill` just initialised every element.
+    unsafe { out.assume_init_mut() }
+}
+
+/// `out` filled with copies of `pattern`, whose length must divide `out`'s.
+#[inline(always)]
+fn repeated<'a>(out: &'a mut [MaybeUninit<f32>], pattern: &[f32]) -> &'a mut [f32] {
+    for chunk in out.chunks_mut(pattern.len()) {
+        chunk.write_copy_of_slice(pattern);
+    }
+    // SAFETY: every chunk was written whole: `write_copy_of_slice` panics on a length mismatch,
+    // so a ragged last chunk never gets here.
+    unsafe { out.assume_init_mut() }
+}
+
+/// `out` with its elements set from `values`, which must yield at least `out.len()` of them.
+#[inline(always)]
+fn written(out: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> &mut [f32] {
+    let mut count = 0;
+    for (o, v) in out.iter_mut().zip(values) {
+        o.write(v);
+        count += 1;
+    }
+    assert_eq!(count, out.len(), "too few values for the output");
+    // SAFETY: the first `count` elements, which is all of them, were just written.
+    unsafe { out.assume_init_mut() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keras_padding_for_stride_2() {
+        let conv = Conv3x3 { stride: 2 };
+        assert_eq!(
+            (conv.out_len(128), conv.pad_before(), conv.pad_after(128)),
+            (64, 0, 1)
+        );
+        assert_eq!((conv.out_len(7), conv.pad_after(7)), (4, 2));
+        let conv = Conv3x3 { stride: 1 };
+        assert_eq!(
+            (conv.out_len(5), conv.pad_before(), conv.pad_after(5)),
+            (5, 1, 1)
+        );
+    }
+}
