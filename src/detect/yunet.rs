@@ -1,5 +1,5 @@
 //! libfacedetection's CNN face detector (YuNet-style, 53k parameters, BSD-3-Clause; see the
-//! README's notices) on the project's NHWC kernels (`model::inference_ops`: each unit's 1×1
+//! README's notices) on the project's NHWC kernels (`model::ops`: each unit's 1×1
 //! conv and depthwise 3×3 fused per row band, the stem run straight on the frame's bytes):
 //! boxes, a 0–1 score and five landmarks.
 //!
@@ -13,10 +13,9 @@
 
 use super::decode::{self, HeadMaps, HEAD_CHANNELS};
 use super::{DetectError, Detection};
-use crate::model::inference_ops::{
-    max_pool2x2, upsample2_add, ChannelOrder, PointwiseDepthwise, RgbStem,
+use crate::model::ops::{
+    max_pool2x2, upsample2_add, Act, ChannelOrder, PointwiseDepthwise, RgbStem,
 };
-use crate::model::ops::Act;
 use crate::model::weights;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;

@@ -1,9 +1,6 @@
 //! The affect model: a MobileNetV2 trunk and a two-output head, shared by train, eval and live.
 
 pub mod head;
-/// Inference-only kernels (the face detector's); they join `ops` when it becomes a folder.
-#[path = "ops/inference.rs"]
-pub mod inference_ops;
 pub mod labels;
 pub mod mobilenetv2;
 pub mod ops;
