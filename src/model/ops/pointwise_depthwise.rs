@@ -144,6 +144,7 @@ fn depthwise_row<'a, const C: usize>(
     out: &'a mut [MaybeUninit<f32>],
     act: Act,
 ) -> &'a mut [f32] {
+    assert_eq!(out.len() % C, 0, "a row of whole pixels");
     let w = out.len() / C;
     let bias: [f32; C] = bias.try_into().expect("C biases");
     for (x, o) in out.chunks_exact_mut(C).enumerate() {
@@ -202,6 +203,7 @@ impl CustomOp1 for PointwiseDepthwise {
             .div_ceil(rayon::current_num_threads().max(1) * 2)
             .max(4);
         let out = par_output(rows * w * cout, band * w * cout, |i, piece| {
+            assert_eq!(piece.len() % (w * cout), 0, "whole rows");
             let mut ring = vec![0f32; 3 * w * cout];
             let mut held = [usize::MAX; 3];
             for (r, out_row) in piece.chunks_exact_mut(w * cout).enumerate() {

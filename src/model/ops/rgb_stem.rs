@@ -121,6 +121,7 @@ fn stem_row_c<'a, const C: usize>(
     out: &'a mut [MaybeUninit<f32>],
     act: Act,
 ) -> &'a mut [f32] {
+    assert_eq!(out.len() % C, 0, "a row of whole pixels");
     let bias: [f32; C] = bias.try_into().expect("C biases");
     let row = |ky: usize| {
         let iy = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)?;
