@@ -3,6 +3,9 @@
 //! pasted onto a background, encoded by affectcam. Prints medians of 3 runs.
 //!
 //! cargo bench --bench pipeline
+//!
+//! `PIPELINE_BENCH_ARGS` adds options to every run, e.g. an older configuration to compare:
+//! `PIPELINE_BENCH_ARGS="--detector seeta --detect-width 240 --detect-every 4"`.
 
 #[path = "../tests/common/clip.rs"]
 #[allow(dead_code)] // the tests' clips; the bench uses two of them
@@ -16,10 +19,12 @@ const RUNS: usize = 3;
 
 /// Runs affectcam `RUNS` times; returns each run's `--stats-json`.
 fn runs(args: &[&str], stats: &Path) -> Vec<serde_json::Value> {
+    let added = std::env::var("PIPELINE_BENCH_ARGS").unwrap_or_default();
     (0..RUNS)
         .map(|_| {
             let out = Command::new(env!("CARGO_BIN_EXE_affectcam"))
                 .args(args)
+                .args(added.split_whitespace())
                 .arg("--stats-json")
                 .arg(stats)
                 .output()

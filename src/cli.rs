@@ -70,7 +70,7 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, default_value_t = DEFAULT_DETECTOR)]
     pub detector: DetectorKind,
     /// Width frames are downscaled to for face detection (smaller: faster, misses small
-    /// faces); default: 640 for yunet, 240 for seeta.
+    /// faces); default: 320 for yunet, 240 for seeta.
     #[arg(long, value_parser = clap::value_parser!(u32).range(80..))]
     pub detect_width: Option<u32>,
     /// Write one record per face per frame: JSON Lines, or CSV if the name ends in .csv.

@@ -8,6 +8,7 @@ mod common;
 use affectcam::capture::video::Mp4Source;
 use affectcam::capture::FrameSource;
 use affectcam::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
+use affectcam::pipeline::default_detect_width;
 use std::path::Path;
 
 /// Largest differences between detections and expected `[score, x0, y0, x1, y1, lx0, ly0, …]`
@@ -113,6 +114,36 @@ fn yunet_agrees_with_the_numpy_reference_on_frames_of_the_shared_clips() {
         worst.2
     );
     assert!(worst.0 < 1e-3 && worst.1 < 1.0 && worst.2 < 1.0);
+}
+
+#[test]
+fn on_an_audience_yunet_finds_over_three_times_the_faces_seeta_finds() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    // Every 10th frame of the clip, each detector at the pipeline's default width for it.
+    let mut source = Mp4Source::open(&shared.join("clips/hamilton_audience.mp4")).unwrap();
+    let frames: Vec<image::RgbImage> = std::iter::from_fn(|| source.next_frame().unwrap())
+        .step_by(10)
+        .map(|(_, image)| image)
+        .collect();
+    let count = |kind: DetectorKind| -> usize {
+        let mut detector = FaceDetector::new(DetectorConfig {
+            max_width: default_detect_width(kind),
+            ..DetectorConfig::for_photos(kind)
+        })
+        .unwrap();
+        frames
+            .iter()
+            .map(|f| detector.detect(f).unwrap().len())
+            .sum()
+    };
+    let (yunet, seeta) = (count(DetectorKind::Yunet), count(DetectorKind::Seeta));
+    eprintln!(
+        "{} frames: yunet {yunet} faces, seeta {seeta}",
+        frames.len()
+    );
+    assert!(yunet >= 3 * seeta.max(1), "yunet {yunet}, seeta {seeta}");
 }
 
 #[test]

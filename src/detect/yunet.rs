@@ -1,5 +1,7 @@
 //! libfacedetection's CNN face detector (YuNet-style, 53k parameters, BSD-3-Clause; see the
-//! README's notices) on the project's NHWC ops: boxes, a 0–1 score and five landmarks.
+//! README's notices) on the project's NHWC kernels (`model::ops`: each unit's 1×1
+//! conv and depthwise 3×3 fused per row band, the stem run straight on the frame's bytes):
+//! boxes, a 0–1 score and five landmarks.
 //!
 //! Every unit is a DP: a 1×1 conv with no activation, then a depthwise 3×3, then ReLU (none in
 //! the heads). The backbone halves the resolution five times (a strided stem conv and four
@@ -11,7 +13,9 @@
 
 use super::decode::{self, HeadMaps, HEAD_CHANNELS};
 use super::{DetectError, Detection};
-use crate::model::ops::{self, Act, Conv3x3};
+use crate::model::ops::{
+    max_pool2x2, upsample2_add, Act, ChannelOrder, PointwiseDepthwise, RgbStem,
+};
 use crate::model::weights;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -52,60 +56,57 @@ impl YunetConfig {
     };
 }
 
-/// 1×1 conv (no activation), depthwise 3×3, then `act`.
+/// 1×1 conv (no activation), depthwise 3×3, then `act`, as one fused op.
 #[derive(Debug, Clone)]
-struct Dp {
-    pw_weight: Tensor,
-    pw_bias: Tensor,
-    dw_weight: Tensor,
-    dw_bias: Tensor,
-    act: Act,
-}
+struct Dp(PointwiseDepthwise);
 
 impl Dp {
-    fn new(vb: VarBuilder, cin: usize, cout: usize, act: Act) -> Result<Self> {
+    /// The unit's tensors: 1×1 weight and bias, depthwise weight and bias.
+    fn params(vb: VarBuilder, cin: usize, cout: usize) -> Result<[Tensor; 4]> {
         let (pw, dw) = (vb.pp("pw"), vb.pp("dw"));
-        Ok(Self {
-            pw_weight: pw.get((cout, cin), "weight")?,
-            pw_bias: pw.get(cout, "bias")?,
-            dw_weight: dw.get((3, 3, cout), "weight")?,
-            dw_bias: dw.get(cout, "bias")?,
-            act,
-        })
+        Ok([
+            pw.get((cout, cin), "weight")?,
+            pw.get(cout, "bias")?,
+            dw.get((3, 3, cout), "weight")?,
+            dw.get(cout, "bias")?,
+        ])
+    }
+
+    fn new(vb: VarBuilder, cin: usize, cout: usize, act: Act) -> Result<Self> {
+        let [pw_weight, pw_bias, dw_weight, dw_bias] = Self::params(vb, cin, cout)?;
+        let op = PointwiseDepthwise::new(&pw_weight, &pw_bias, &dw_weight, &dw_bias, act)?;
+        Ok(Self(op))
     }
 
     /// The four heads of one level as one DP: their 1×1 convs read the same input and their
     /// depthwise convs are per channel, so stacking the channels gives the same numbers with
-    /// one GEMM and one depthwise pass instead of four. Channels as in [`decode::HeadMaps`].
+    /// one pass instead of four. Channels as in [`decode::HeadMaps`].
     fn heads(vb: &VarBuilder, level: usize, cin: usize) -> Result<Self> {
         let parts = HEAD_CHANNELS
             .iter()
             .map(|&(name, channels)| {
-                let vb = vb.pp(format!("multi_level_{name}")).pp(level);
-                Dp::new(vb, cin, channels, Act::Identity)
+                Self::params(
+                    vb.pp(format!("multi_level_{name}")).pp(level),
+                    cin,
+                    channels,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
-        let cat = |pick: fn(&Dp) -> &Tensor, dim: usize| {
-            Tensor::cat(&parts.iter().map(pick).collect::<Vec<_>>(), dim)?.contiguous()
+        let cat = |i: usize, dim: usize| {
+            Tensor::cat(&parts.iter().map(|p| &p[i]).collect::<Vec<_>>(), dim)
         };
-        Ok(Self {
-            pw_weight: cat(|d| &d.pw_weight, 0)?,
-            pw_bias: cat(|d| &d.pw_bias, 0)?,
-            dw_weight: cat(|d| &d.dw_weight, 2)?,
-            dw_bias: cat(|d| &d.dw_bias, 0)?,
-            act: Act::Identity,
-        })
+        let op = PointwiseDepthwise::new(
+            &cat(0, 0)?,
+            &cat(1, 0)?,
+            &cat(2, 2)?,
+            &cat(3, 0)?,
+            Act::Identity,
+        )?;
+        Ok(Self(op))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = ops::dense(x, &self.pw_weight, &self.pw_bias, Act::Identity)?;
-        ops::depthwise3x3(
-            &x,
-            &self.dw_weight,
-            &self.dw_bias,
-            Conv3x3 { stride: 1 },
-            self.act,
-        )
+        self.0.forward(x)
     }
 }
 
@@ -140,12 +141,12 @@ impl Stage {
     }
 }
 
-/// The network: BGR image `[1, H, W, 3]` (0..255, sides multiples of 32) → the raw head maps
-/// of strides 8, 16 and 32.
+/// The network: an RGB frame, seen as zero-padded at the bottom and right to multiples of 32
+/// → the raw head maps of strides 8, 16 and 32.
 #[derive(Debug, Clone)]
 pub struct Yunet {
-    stem_weight: Tensor,
-    stem_bias: Tensor,
+    /// `backbone.model0.conv`, run straight on the frame's bytes.
+    stem: RgbStem,
     stem_dp: Dp,
     stages: Vec<Stage>,
     /// `neck.lateral_convs.0..=2`, for strides 8, 16, 32.
@@ -176,9 +177,13 @@ impl Yunet {
         let heads = (0..decode::STRIDES.len())
             .map(|l| Dp::heads(&vb.pp("bbox_head"), l, neck))
             .collect::<Result<Vec<_>>>()?;
+        let (stem_weight, stem_bias) = (
+            stem.pp("conv").get((c, 27), "weight")?,
+            stem.pp("conv").get(c, "bias")?,
+        );
         Ok(Self {
-            stem_weight: stem.pp("conv").get((c, 27), "weight")?,
-            stem_bias: stem.pp("conv").get(c, "bias")?,
+            // The weights' input channels are B, G, R.
+            stem: RgbStem::new(&stem_weight, &stem_bias, ChannelOrder::Bgr, Act::Relu)?,
             stem_dp: Dp::new(stem.pp("dp"), c, c, Act::Relu)?,
             stages,
             lateral,
@@ -186,9 +191,16 @@ impl Yunet {
         })
     }
 
-    /// Image → head maps `[1, H/s, W/s, 16]` for s = 8, 16, 32.
-    pub fn forward(&self, image: &Tensor) -> Result<[Tensor; 3]> {
-        let x = stem_conv(image, &self.stem_weight, &self.stem_bias)?;
+    /// Frame → head maps `[1, H32/s, W32/s, 16]` for s = 8, 16, 32.
+    pub fn forward(&self, frame: &RgbImage) -> Result<[Tensor; 3]> {
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let (w32, h32) = (
+            w.next_multiple_of(INPUT_ALIGN),
+            h.next_multiple_of(INPUT_ALIGN),
+        );
+        let x = self
+            .stem
+            .forward(frame.as_raw(), (h, w), (h32 / 2, w32 / 2))?;
         let mut x = self.stem_dp.forward(&x)?;
         let mut features = Vec::with_capacity(3);
         for (i, stage) in self.stages.iter().enumerate() {
@@ -207,33 +219,6 @@ impl Yunet {
             self.heads[2].forward(&p32)?,
         ])
     }
-}
-
-/// The stem: 3×3 conv, stride 2, zero padding 1 on every side, ReLU. The ops' stride-2 conv
-/// pads bottom/right only (Keras), so a zero row and column are added on top and left and the
-/// extra last output row and column dropped.
-fn stem_conv(image: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (_, h, w, _) = image.dims4()?;
-    let padded = image.pad_with_zeros(1, 1, 0)?.pad_with_zeros(2, 1, 0)?;
-    ops::conv3x3_input(&padded, weight, bias, Conv3x3 { stride: 2 }, Act::Relu)?
-        .narrow(1, 0, h / 2)?
-        .narrow(2, 0, w / 2)
-}
-
-/// 2×2 max-pool, stride 2, on NHWC with even sides.
-fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
-    let (n, h, w, c) = x.dims4()?;
-    x.reshape((n, h / 2, 2, w / 2, 2, c))?.max(4)?.max(2)
-}
-
-/// `up2(coarse) + fine`: nearest-neighbour ×2 upsampling of `coarse`, added to `fine`.
-fn upsample2_add(coarse: &Tensor, fine: &Tensor) -> Result<Tensor> {
-    let (n, h, w, c) = coarse.dims4()?;
-    coarse
-        .reshape((n, h, 1, w, 1, c))?
-        .broadcast_as((n, h, 2, w, 2, c))?
-        .reshape((n, 2 * h, 2 * w, c))?
-        + fine
 }
 
 /// Settings of the detector around the network (libfacedetection's fixed defaults).
@@ -265,7 +250,6 @@ impl Default for YunetSettings {
 pub struct YunetDetector {
     net: Yunet,
     settings: YunetSettings,
-    device: Device,
 }
 
 impl YunetDetector {
@@ -294,11 +278,7 @@ impl YunetDetector {
                 source,
             }
         })?;
-        Ok(Self {
-            net,
-            settings,
-            device,
-        })
+        Ok(Self { net, settings })
     }
 
     /// The faces in `frame`, best first, in its pixels.
@@ -307,8 +287,7 @@ impl YunetDetector {
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
-        let input = bgr_input(frame, &self.device)?;
-        let maps = self.net.forward(&input)?;
+        let maps = self.net.forward(frame)?;
         let mut levels = Vec::with_capacity(maps.len());
         for (map, stride) in maps.iter().zip(decode::STRIDES) {
             let (_, rows, cols, _) = map.dims4()?;
@@ -326,25 +305,4 @@ impl YunetDetector {
             .map(|c| c.detection())
             .collect())
     }
-}
-
-/// `[1, H32, W32, 3]`: the frame's B, G, R values as 0..255 floats, zero-padded at the bottom
-/// and right to multiples of [`INPUT_ALIGN`].
-fn bgr_input(frame: &RgbImage, device: &Device) -> Result<Tensor> {
-    let (w, h) = (frame.width() as usize, frame.height() as usize);
-    let (w32, h32) = (
-        w.next_multiple_of(INPUT_ALIGN),
-        h.next_multiple_of(INPUT_ALIGN),
-    );
-    let mut data = vec![0f32; h32 * w32 * 3];
-    for (src, dst) in frame
-        .as_raw()
-        .chunks_exact(w * 3)
-        .zip(data.chunks_exact_mut(w32 * 3))
-    {
-        for (rgb, bgr) in src.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
-            bgr.copy_from_slice(&[f32::from(rgb[2]), f32::from(rgb[1]), f32::from(rgb[0])]);
-        }
-    }
-    Tensor::from_vec(data, (1, h32, w32, 3), device)
 }

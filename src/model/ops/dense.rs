@@ -8,7 +8,8 @@ use candle_core::{
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-simd_dispatch!(bias_act_rows, fn<'a>(rows: impl Iterator<Item = &'a mut [f32]>, bias: &[f32], act: Act) {
+// `act(v + bias)` on every row; also the bias of `PointwiseDepthwise`'s 1×1 rows.
+simd_dispatch!(pub(super) bias_act_rows, fn<'a>(rows: impl Iterator<Item = &'a mut [f32]>, bias: &[f32], act: Act) {
     for row in rows {
         for (v, &b) in row.iter_mut().zip(bias) {
             *v = act.apply(*v + b);

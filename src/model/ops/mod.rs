@@ -10,6 +10,12 @@
 //!
 //! Each op has a hand-written backward, checked against the reference in the tests beside it.
 //! On other devices (CUDA) the same functions fall back to the reference ops.
+//!
+//! Inference only (no backward), for the face detector:
+//! - [`max_pool2x2`] and [`upsample2_add`] (nearest ×2 upsampling fused with an add), with
+//!   [`max_pool2x2_reference`] and [`upsample2_add_reference`];
+//! - [`PointwiseDepthwise`]: a 1×1 conv then a depthwise 3×3, fused per band of rows;
+//! - [`RgbStem`]: a dense 3×3 stride-2 conv straight from an 8-bit RGB frame (CPU only).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
@@ -19,8 +25,8 @@ use std::mem::MaybeUninit;
 /// Runs `body` compiled for AVX2+FMA when the CPU has them, so the inner channel loops
 /// vectorise with fused multiply-adds while the binary still runs on any x86-64.
 macro_rules! simd_dispatch {
-    ($name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
-        fn $name $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? {
+    ($vis:vis $name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $vis fn $name $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn generic $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -41,14 +47,23 @@ macro_rules! simd_dispatch {
 
 mod dense;
 mod depthwise;
+mod pointwise_depthwise;
+mod pool;
 mod reference;
+mod rgb_stem;
 mod stem;
 #[cfg(test)]
 mod testing;
 
 pub use dense::dense;
 pub use depthwise::depthwise3x3;
-pub use reference::{conv3x3_input_reference, dense_reference, depthwise3x3_reference};
+pub use pointwise_depthwise::PointwiseDepthwise;
+pub use pool::{max_pool2x2, upsample2_add};
+pub use reference::{
+    conv3x3_input_reference, dense_reference, depthwise3x3_reference, max_pool2x2_reference,
+    upsample2_add_reference,
+};
+pub use rgb_stem::{ChannelOrder, RgbStem};
 pub use stem::conv3x3_input;
 
 /// Keras padding of a 3×3 convolution: stride 1 pads one pixel on every side; stride 2 pads

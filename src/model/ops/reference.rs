@@ -60,3 +60,21 @@ pub fn conv3x3_input_reference(
     let y = keras_padded_nchw(x, conv)?.conv2d(&kernel.contiguous()?, 0, conv.stride, 1, 1)?;
     bias_act_reference(&y.permute((0, 2, 3, 1))?, bias, act)
 }
+
+/// [`super::max_pool2x2`] with candle's max_pool2d (NCHW).
+pub fn max_pool2x2_reference(x: &Tensor) -> Result<Tensor> {
+    x.permute((0, 3, 1, 2))?
+        .max_pool2d(2)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()
+}
+
+/// [`super::upsample2_add`] with candle's upsample_nearest2d (NCHW).
+pub fn upsample2_add_reference(coarse: &Tensor, fine: &Tensor) -> Result<Tensor> {
+    let (_, h, w, _) = coarse.dims4()?;
+    coarse
+        .permute((0, 3, 1, 2))?
+        .upsample_nearest2d(2 * h, 2 * w)?
+        .permute((0, 2, 3, 1))?
+        + fine
+}

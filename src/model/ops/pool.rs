@@ -1,0 +1,145 @@
+//! 2×2 max-pool and nearest-neighbour ×2 upsampling fused with an add (a feature pyramid's
+//! top-down path), for inference: no backward.
+
+use super::{dims4, filled, inputs, par_output, repeated};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use std::mem::MaybeUninit;
+
+simd_dispatch!(max_pool_row, fn<'a>(x: &[f32], dims: (usize, usize, usize), row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+    let (h, w, c) = dims;
+    let (n, oy) = (row / (h / 2), row % (h / 2));
+    let top = &x[(n * h + 2 * oy) * w * c..][..w * c];
+    let bottom = &x[(n * h + 2 * oy + 1) * w * c..][..w * c];
+    let out = filled(out, f32::NEG_INFINITY);
+    for (ox, o) in out.chunks_exact_mut(c).enumerate() {
+        for source in [top, bottom] {
+            for v in source[2 * ox * c..][..2 * c].chunks_exact(c) {
+                for (o, &v) in o.iter_mut().zip(v) {
+                    *o = o.max(v);
+                }
+            }
+        }
+    }
+    out
+});
+
+/// 2×2 max-pool, stride 2: `[N,H,W,C]` with even H and W → `[N,H/2,W/2,C]`.
+struct MaxPool2x2;
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "max-pool2x2"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let [x] = inputs(self.name(), [("x", xs, xl)])?;
+        let (n, h, w, c) = dims4(xl, self.name())?;
+        if h % 2 != 0 || w % 2 != 0 {
+            bail!("max-pool2x2: {h}×{w} is not even");
+        }
+        let out = par_output(n * h / 2 * w / 2 * c, w / 2 * c, |row, o| {
+            max_pool_row(x, (h, w, c), row, o)
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, h / 2, w / 2, c))))
+    }
+}
+
+/// 2×2 max-pool with stride 2 on NHWC (even sides). Inference only (no backward).
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op1_no_bwd(&MaxPool2x2)
+    } else {
+        super::max_pool2x2_reference(x)
+    }
+}
+
+simd_dispatch!(upsample_add_row, fn<'a>(coarse: &[f32], fine: &[f32], dims: (usize, usize, usize), row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+    let (h, w, c) = dims;
+    // `row` is a row of the fine (output) map, which is 2h × 2w.
+    let (n, y) = (row / (2 * h), row % (2 * h));
+    let source = &coarse[(n * h + y / 2) * w * c..][..w * c];
+    let out = repeated(out, &fine[row * 2 * w * c..][..2 * w * c]);
+    for (pair, v) in out.chunks_exact_mut(2 * c).zip(source.chunks_exact(c)) {
+        for o in pair.chunks_exact_mut(c) {
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += v;
+            }
+        }
+    }
+    out
+});
+
+/// `up2(coarse) + fine`: coarse `[N,H,W,C]`, fine `[N,2H,2W,C]`.
+struct Upsample2Add;
+
+impl CustomOp2 for Upsample2Add {
+    fn name(&self) -> &'static str {
+        "upsample2-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        cs: &CpuStorage,
+        cl: &Layout,
+        fs: &CpuStorage,
+        fl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [coarse, fine] = inputs(self.name(), [("coarse", cs, cl), ("fine", fs, fl)])?;
+        let (n, h, w, c) = dims4(cl, self.name())?;
+        if dims4(fl, self.name())? != (n, 2 * h, 2 * w, c) {
+            bail!(
+                "upsample2-add: fine {:?} is not twice coarse {:?}",
+                fl.shape(),
+                cl.shape()
+            );
+        }
+        let out = par_output(n * 4 * h * w * c, 2 * w * c, |row, o| {
+            upsample_add_row(coarse, fine, (h, w, c), row, o)
+        });
+        Ok((CpuStorage::F32(out), fl.shape().clone()))
+    }
+}
+
+/// `up2(coarse) + fine`: nearest-neighbour ×2 upsampling of `coarse` `[N,H,W,C]` (each value
+/// copied into a 2×2 block), added to `fine` `[N,2H,2W,C]`. Inference only (no backward).
+pub fn upsample2_add(coarse: &Tensor, fine: &Tensor) -> Result<Tensor> {
+    if coarse.device().is_cpu() {
+        coarse
+            .contiguous()?
+            .apply_op2_no_bwd(&fine.contiguous()?, &Upsample2Add)
+    } else {
+        super::upsample2_add_reference(coarse, fine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::testing::{randn, rel_err};
+    use crate::model::ops::{max_pool2x2_reference, upsample2_add_reference};
+    use candle_core::Device;
+
+    #[test]
+    fn max_pool_matches_candle() {
+        let dev = Device::Cpu;
+        for shape in [(2, 6, 8, 5), (1, 2, 2, 16), (1, 10, 4, 64)] {
+            let x = randn(shape, 2.0, &dev).unwrap();
+            let ours = max_pool2x2(&x).unwrap();
+            let reference = max_pool2x2_reference(&x).unwrap();
+            assert_eq!(ours.dims(), reference.dims());
+            assert!(rel_err(&ours, &reference) < 1e-6);
+        }
+    }
+
+    #[test]
+    fn upsample_add_matches_candle() {
+        let dev = Device::Cpu;
+        for (n, h, w, c) in [(2, 3, 4, 5), (1, 1, 1, 64), (1, 5, 2, 16)] {
+            let coarse = randn((n, h, w, c), 2.0, &dev).unwrap();
+            let fine = randn((n, 2 * h, 2 * w, c), 2.0, &dev).unwrap();
+            let ours = upsample2_add(&coarse, &fine).unwrap();
+            let reference = upsample2_add_reference(&coarse, &fine).unwrap();
+            assert!(rel_err(&ours, &reference) < 1e-6);
+        }
+    }
+}
