@@ -5,6 +5,8 @@
 //!     cargo run --release --example crop_margin -- ../shared/data/ferplus/FER2013Test [N] [yunet|seeta]
 //!
 //! The shipped model's margin (0.05) was measured with seeta, the live detector at the time.
+//! With YuNet it also reports where the eye and mouth midpoints sit (fractions of the image
+//! side, the eye line levelled), the layout `CropMode::ALIGNED` reproduces.
 
 use affectcam::detect::{DetectorConfig, DetectorKind, FaceDetector};
 use clap::ValueEnum;
@@ -31,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         ..DetectorConfig::for_photos(kind)
     })?;
     let (mut margins, mut offsets, mut tried) = (Vec::new(), Vec::new(), 0usize);
+    let (mut eye_ys, mut mouth_ys, mut eye_xs) = (Vec::new(), Vec::new(), Vec::new());
     for path in paths.iter().take(limit) {
         tried += 1;
         let img = image::open(path)?.to_rgb8();
@@ -54,6 +57,21 @@ fn main() -> anyhow::Result<()> {
         margins.push((frame_side / box_side - 1.0) / 2.0);
         let cy = (b.y + b.height / 2.0) / img.height() as f32 - 0.5;
         offsets.push(cy);
+        if let Some(l) = face.landmarks {
+            let side = img.width().min(img.height()) as f32;
+            let eye = (
+                (l.left_eye.x + l.right_eye.x) / 2.0,
+                (l.left_eye.y + l.right_eye.y) / 2.0,
+            );
+            let mouth = (l.left_mouth.y + l.right_mouth.y) / 2.0;
+            let angle = (l.right_eye.y - l.left_eye.y).atan2(l.right_eye.x - l.left_eye.x);
+            let mouth_x = (l.left_mouth.x + l.right_mouth.x) / 2.0;
+            // The eye-to-mouth drop along the levelled face's vertical axis.
+            let drop = (mouth_x - eye.0) * -angle.sin() + (mouth - eye.1) * angle.cos();
+            eye_ys.push(eye.1 / side);
+            mouth_ys.push((eye.1 + drop) / side);
+            eye_xs.push(eye.0 / side);
+        }
     }
     let median = |v: &mut Vec<f32>| {
         v.sort_by(f32::total_cmp);
@@ -72,5 +90,14 @@ fn main() -> anyhow::Result<()> {
         median(&mut margins),
         median(&mut offsets)
     );
+    if !eye_ys.is_empty() {
+        println!(
+            "landmarks in {} images: eye midpoint at x {:.3}, y {:.3}; mouth midpoint at y {:.3} (medians, fractions of the side)",
+            eye_ys.len(),
+            median(&mut eye_xs),
+            median(&mut eye_ys),
+            median(&mut mouth_ys)
+        );
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::data::{Format, LabelMode, LoadOptions};
 use crate::detect::{DetectorConfig, DetectorKind};
 use crate::eval::run::{EvalOptions, Split};
 use crate::model::mobilenetv2::NUM_BLOCKS;
-use crate::model::preprocess::{ColorMode, Preprocess};
+use crate::model::preprocess::{ColorMode, CropMode, Preprocess};
 use crate::model::DeviceChoice;
 use crate::pipeline::{
     default_detect_width, Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECTOR,
@@ -190,6 +190,10 @@ pub struct DataArgs {
     /// Seed for splits, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Find each image's face with the live detector (YuNet, box and landmarks) and crop it
+    /// as live crops are made (eval does this anyway for weights trained on aligned crops).
+    #[arg(long)]
+    pub detect: bool,
 }
 
 impl From<&DataArgs> for LoadOptions {
@@ -199,6 +203,7 @@ impl From<&DataArgs> for LoadOptions {
             label_mode: args.label_mode,
             skip_bad: args.skip_bad,
             seed: args.seed,
+            detect: args.detect,
         }
     }
 }
@@ -245,6 +250,10 @@ pub struct TrainArgs {
     /// Margin around detected faces, as a fraction of the box side.
     #[arg(long, default_value_t = 0.05)]
     pub crop_margin: f32,
+    /// How faces are cut out: the detector's box with the margin, or aligned on the
+    /// landmarks (eyes level, fixed eye and mouth height; implies --detect).
+    #[arg(long, value_enum, default_value_t = CropChoice::Box)]
+    pub crop: CropChoice,
     /// Input side in pixels.
     #[arg(long, default_value_t = 128)]
     pub input_size: usize,
@@ -293,7 +302,10 @@ impl From<&TrainArgs> for TrainConfig {
     fn from(args: &TrainArgs) -> Self {
         TrainConfig {
             data: args.data.data.clone(),
-            load: (&args.data).into(),
+            load: LoadOptions {
+                detect: args.data.detect || args.crop == CropChoice::Aligned,
+                ..(&args.data).into()
+            },
             task: args.task,
             epochs: args.epochs,
             batch_size: args.batch_size.max(1),
@@ -311,6 +323,10 @@ impl From<&TrainArgs> for TrainConfig {
                 input_size: args.input_size,
                 color: args.color,
                 crop_margin: args.crop_margin,
+                crop: match args.crop {
+                    CropChoice::Box => CropMode::Box,
+                    CropChoice::Aligned => CropMode::ALIGNED,
+                },
             },
             mirror: !args.no_mirror,
             augment: (!args.no_augment).then(Augment::default),
@@ -325,6 +341,15 @@ impl From<&TrainArgs> for TrainConfig {
             cache_dir: args.cache_dir.clone(),
         }
     }
+}
+
+/// `--crop`: how training faces are cut out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CropChoice {
+    /// The detector's box widened by the crop margin.
+    Box,
+    /// Aligned on the landmarks.
+    Aligned,
 }
 
 /// `--finetune-blocks`: a count from the end, or every layer.

@@ -88,7 +88,7 @@ pub fn predict_photo(
     let pixels: Vec<Vec<u8>> = faces
         .iter()
         .map(|f| match f {
-            Some(d) => pre.face_pixels(&pre.crop_face(&img, d.face)),
+            Some(d) => pre.face_pixels(&pre.crop(&img, d.face, d.landmarks.as_ref())),
             None => pre.face_pixels(&img),
         })
         .collect();

@@ -28,6 +28,7 @@ fn top5(size: usize) -> Option<Vec<u32>> {
         input_size: size,
         color: ColorMode::Rgb,
         crop_margin: 0.0,
+        ..Default::default()
     };
     let x = pre
         .batch_of([(&pre.face_pixels(&image)[..], false)], &device)

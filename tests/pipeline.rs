@@ -143,7 +143,7 @@ fn annotate_finds_tracks_and_labels_the_faces_of_a_synthetic_clip() {
     let (mut agree, mut fresh) = (0, 0);
     for r in records.iter().filter(|r| r["raw"]["this_frame"] == true) {
         let frame = &clip.frames[r["frame"].as_u64().unwrap() as usize];
-        let face = pre.face_pixels(&pre.crop_face(frame, face_box(r)));
+        let face = pre.face_pixels(&pre.crop(frame, face_box(r), None));
         let batch = pre
             .batch_of([(&face[..], false)], &candle_core::Device::Cpu)
             .unwrap();

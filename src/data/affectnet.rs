@@ -107,6 +107,7 @@ fn parse_row(root: &Path, cols: &Columns, r: &csv::StringRecord) -> Result<Sampl
     Ok(Sample {
         image,
         face,
+        landmarks: None,
         emotion,
         valence_arousal,
         origin: (PathBuf::new(), 0),
@@ -171,6 +172,7 @@ mod tests {
     fn opts(skip_bad: bool) -> LoadOptions {
         LoadOptions {
             format: None,
+            detect: false,
             label_mode: LabelMode::Majority,
             skip_bad,
             seed: 0,

@@ -81,6 +81,7 @@ fn load_split(
             Ok(emotion) => samples.push(Sample {
                 image,
                 face: None,
+                landmarks: None,
                 emotion: Some(emotion),
                 valence_arousal: None,
                 origin: (file.clone(), line),

@@ -71,6 +71,7 @@ pub fn load(root: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
             samples.push(Sample {
                 image,
                 face: None,
+                landmarks: None,
                 emotion: Some((label, one_hot(label))),
                 valence_arousal: None,
                 origin: (dir.clone(), i + 1),

@@ -86,6 +86,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
             Ok(Sample {
                 image,
                 face: None,
+                landmarks: None,
                 emotion: label.map(|l| (l, one_hot(l))),
                 valence_arousal: v.zip(a).map(|(v, a)| [v, a]),
                 origin: (sheet.to_path_buf(), line),
@@ -116,6 +117,7 @@ mod tests {
         .unwrap();
         let opts = LoadOptions {
             format: None,
+            detect: false,
             label_mode: LabelMode::Majority,
             skip_bad: false,
             seed: 1,

@@ -6,9 +6,11 @@ pub mod ferplus;
 pub mod folders;
 pub mod generic;
 
-use crate::geometry::FaceBox;
+use crate::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
+use crate::geometry::{FaceBox, Landmarks};
 use crate::model::labels::NUM_EMOTIONS;
 use crate::model::preprocess::Preprocess;
+use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -47,6 +49,9 @@ pub enum DataError {
     /// The dataset holds no usable samples.
     #[error("{path}: no usable samples")]
     Empty { path: PathBuf },
+    /// `--detect` was asked for, but the face detector cannot run.
+    #[error("--detect: {0}")]
+    Detector(#[from] crate::detect::DetectError),
 }
 
 /// How FER+ crowd votes become targets.
@@ -81,6 +86,8 @@ pub struct Sample {
     pub image: PathBuf,
     /// Face region within the image; `None` means the whole image.
     pub face: Option<FaceBox>,
+    /// The face's landmarks (from `--detect`), for aligned crops.
+    pub landmarks: Option<Landmarks>,
     /// Hard label and target distribution (one-hot, or crowd votes).
     pub emotion: Option<(usize, [f32; NUM_EMOTIONS])>,
     pub valence_arousal: Option<[f32; 2]>,
@@ -114,6 +121,10 @@ pub struct LoadOptions {
     /// Skip and count bad rows instead of failing on the first.
     pub skip_bad: bool,
     pub seed: u64,
+    /// Find each image's face with the live detector (YuNet) and crop it as live crops are
+    /// made, instead of taking the dataset's box or whole image.
+    #[serde(default)]
+    pub detect: bool,
 }
 
 impl LoadOptions {
@@ -258,47 +269,118 @@ pub type Decoded = (Vec<Sample>, Vec<FacePixels>, Vec<String>);
 
 /// Decodes, crops and resizes every sample in parallel with a progress bar. Unreadable
 /// images fail with file and line, or with `skip_bad` are dropped and returned as reasons.
+/// With `detect`, each image's most confident YuNet face (box and landmarks) replaces the
+/// dataset's box; images where none is found keep it (or the whole image), and are counted.
 pub fn decode(
     samples: Vec<Sample>,
     pre: &Preprocess,
-    skip_bad: bool,
+    opts: &LoadOptions,
     what: &str,
 ) -> Result<Decoded, DataError> {
+    if opts.detect {
+        // Fails here, once, if this build has no detector weights.
+        FaceDetector::new(DetectorConfig::for_photos(DetectorKind::Yunet))?;
+    }
     let bar = crate::progress::counting_bar(samples.len(), what, "images");
-    let decoded: Vec<Result<FacePixels, DataError>> = samples
+    let missed = std::sync::atomic::AtomicUsize::new(0);
+    let decoded: Vec<Result<(Option<Detection>, FacePixels), DataError>> = samples
         .par_iter()
-        .map(|s| {
-            let result = crate::picture::open(&s.image)
-                .map_err(|e| DataError::BadImage {
-                    file: s.origin.0.clone(),
-                    line: s.origin.1,
-                    image: s.image.clone(),
-                    reason: e.to_string(),
-                })
-                .map(|rgb| {
-                    let face = match s.face {
-                        Some(b) => pre.crop_face(&rgb, b),
-                        None => rgb,
-                    };
-                    pre.face_pixels(&face)
-                });
-            bar.inc(1);
-            result
-        })
+        .map_init(
+            || {
+                opts.detect
+                    .then(|| FaceDetector::new(dataset_detector()).ok())
+                    .flatten()
+            },
+            |detector, s| {
+                let result = crate::picture::open(&s.image)
+                    .map_err(|e| DataError::BadImage {
+                        file: s.origin.0.clone(),
+                        line: s.origin.1,
+                        image: s.image.clone(),
+                        reason: e.to_string(),
+                    })
+                    .and_then(|rgb| {
+                        let found = match detector {
+                            Some(d) => {
+                                let found = detect_face(d, &rgb)?;
+                                if found.is_none() {
+                                    missed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                found
+                            }
+                            None => None,
+                        };
+                        let (face, landmarks) = match found {
+                            Some(d) => (Some(d.face), d.landmarks),
+                            None => (s.face, s.landmarks),
+                        };
+                        let crop = match face {
+                            Some(b) => pre.crop(&rgb, b, landmarks.as_ref()),
+                            None => rgb,
+                        };
+                        Ok((found, pre.face_pixels(&crop)))
+                    });
+                bar.inc(1);
+                result
+            },
+        )
         .collect();
     bar.finish_and_clear();
+    if opts.detect {
+        log::info!(
+            "{what}: no face found in {} of {} images; they keep the dataset's framing",
+            missed.into_inner(),
+            samples.len()
+        );
+    }
     let (mut kept, mut pixels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    for (s, d) in samples.into_iter().zip(decoded) {
+    for (mut s, d) in samples.into_iter().zip(decoded) {
         match d {
-            Ok(p) => {
+            Ok((found, p)) => {
+                if let Some(d) = found {
+                    (s.face, s.landmarks) = (Some(d.face), d.landmarks);
+                }
                 kept.push(s);
                 pixels.push(p);
             }
-            Err(e) if skip_bad => skipped.push(e.to_string()),
+            Err(e) if opts.skip_bad => skipped.push(e.to_string()),
             Err(e) => return Err(e),
         }
     }
     Ok((kept, pixels, skipped))
+}
+
+/// The detector for dataset images: YuNet on the whole image, however large.
+fn dataset_detector() -> DetectorConfig {
+    DetectorConfig {
+        max_width: u32::MAX,
+        ..DetectorConfig::for_photos(DetectorKind::Yunet)
+    }
+}
+
+/// The most confident face in a dataset image. Images under 144 px a side (FER+ is 48 px) are
+/// enlarged first: YuNet needs some context around a face that fills the picture.
+fn detect_face(
+    detector: &mut FaceDetector,
+    rgb: &RgbImage,
+) -> Result<Option<Detection>, DataError> {
+    let side = rgb.width().max(rgb.height());
+    let factor = (144 / side.max(1)).max(1);
+    let found = if factor > 1 {
+        let big = image::imageops::resize(
+            rgb,
+            rgb.width() * factor,
+            rgb.height() * factor,
+            image::imageops::FilterType::Triangle,
+        );
+        detector
+            .detect(&big)?
+            .first()
+            .map(|d| d.scaled(1.0 / factor as f32))
+    } else {
+        detector.detect(rgb)?.first().copied()
+    };
+    Ok(found)
 }
 
 /// Hash of decoded pixels, to find images duplicated across splits.
@@ -314,6 +396,7 @@ mod tests {
         Sample {
             image: PathBuf::from("x.png"),
             face: None,
+            landmarks: None,
             emotion: label.map(|l| (l, one_hot(l))),
             valence_arousal: None,
             origin: (PathBuf::from("labels.csv"), 1),

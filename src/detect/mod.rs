@@ -28,7 +28,7 @@ pub struct Detection {
 
 impl Detection {
     /// The same detection with every coordinate multiplied by `factor`.
-    fn scaled(&self, factor: f32) -> Detection {
+    pub fn scaled(&self, factor: f32) -> Detection {
         Detection {
             face: self.face.scaled(factor),
             landmarks: self.landmarks.map(|l| l.scaled(factor)),

@@ -19,6 +19,7 @@
 //! convention); correlation-type metrics are `None` wherever they would be NaN, and serialize as
 //! `null`. All arithmetic is done in `f64`.
 
+use crate::model::labels::EMOTIONS;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -90,6 +91,45 @@ pub struct EvalReport {
     pub valence: Option<RegressionReport>,
     /// Arousal regression metrics.
     pub arousal: Option<RegressionReport>,
+    /// Whether predicted valence has the sign the emotion label implies.
+    #[serde(default)]
+    pub valence_sign: Option<ValenceSign>,
+}
+
+/// Valence-sign agreement on emotion labels whose valence sign is clear: happy faces should
+/// get valence > 0; sad, fear, disgust and anger faces < 0 (neutral, surprise and contempt
+/// are left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValenceSign {
+    /// Fraction of those faces whose predicted valence has the implied sign.
+    pub agreement: f64,
+    pub n: usize,
+}
+
+/// The valence sign label `label` implies: +1, -1, or 0 (no clear sign).
+pub fn implied_valence_sign(label: usize) -> i8 {
+    match EMOTIONS.get(label).copied() {
+        Some("happy") => 1,
+        Some("sad" | "fear" | "disgust" | "anger") => -1,
+        _ => 0,
+    }
+}
+
+/// Valence-sign agreement of predicted valences `pred` for emotion labels `labels`; `None`
+/// when no label implies a sign.
+pub fn valence_sign(labels: &[usize], pred: &[f32]) -> Option<ValenceSign> {
+    let (mut agree, mut n) = (0usize, 0usize);
+    for (&l, &v) in labels.iter().zip(pred) {
+        let sign = implied_valence_sign(l);
+        if sign != 0 {
+            n += 1;
+            agree += usize::from((v > 0.0) == (sign > 0) && v != 0.0);
+        }
+    }
+    (n > 0).then(|| ValenceSign {
+        agreement: agree as f64 / n as f64,
+        n,
+    })
 }
 
 /// Computes all classification metrics from true labels and per-sample class probabilities
@@ -718,6 +758,7 @@ mod tests {
             )),
             valence: Some(regression_report(&[0.1, 0.2, 0.3], &[0.2; 3])),
             arousal: None,
+            valence_sign: valence_sign(&[1, 2], &[0.3, 0.1]),
         };
         let v = serde_json::to_value(&report).unwrap();
         for key in [
@@ -742,6 +783,7 @@ mod tests {
         assert!(v["valence"]["pearson"].is_null());
         assert!(v["arousal"].is_null());
         assert_eq!(v["n"], 3);
+        assert_eq!(v["valence_sign"]["agreement"], 0.5);
         let back: EvalReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, report);
     }

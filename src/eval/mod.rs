@@ -7,7 +7,7 @@ use crate::data::{FacePixels, Sample};
 use crate::model::labels::{EMOTIONS, NUM_EMOTIONS};
 use crate::model::AffectModel;
 use candle_core::{Device, Result};
-use metrics::{classification_report, regression_report, EvalReport};
+use metrics::{classification_report, regression_report, valence_sign, EvalReport};
 
 /// Model outputs for a list of faces.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +68,15 @@ pub fn score(samples: &[Sample], preds: &Predictions) -> EvalReport {
             a_pred.push(preds.valence_arousal[i][1]);
         }
     }
+    let signed: Vec<(usize, f32)> = samples
+        .iter()
+        .zip(&preds.valence_arousal)
+        .filter_map(|(s, va)| Some((s.label()?, va[0])))
+        .collect();
+    let (labels, valences): (Vec<usize>, Vec<f32>) = signed.into_iter().unzip();
     EvalReport {
         n: samples.len(),
+        valence_sign: valence_sign(&labels, &valences),
         classification: (!y.is_empty()).then(|| classification_report(&y, &probs, &EMOTIONS)),
         valence: (!v_true.is_empty()).then(|| regression_report(&v_true, &v_pred)),
         arousal: (!a_true.is_empty()).then(|| regression_report(&a_true, &a_pred)),
@@ -120,6 +127,12 @@ pub fn summary(r: &EvalReport) -> String {
                 m.sagr
             ));
         }
+    }
+    if let Some(s) = &r.valence_sign {
+        text.push_str(&format!(
+            "valence sign agrees with the emotion (happy > 0; sad, fear, disgust, anger < 0): {:.3} of {}\n",
+            s.agreement, s.n
+        ));
     }
     text
 }

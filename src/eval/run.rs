@@ -5,7 +5,7 @@ use super::metrics::EvalReport;
 use super::{predict, score, Predictions};
 use crate::data::{self, FacePixels, LoadOptions, Sample};
 use crate::model::labels::EMOTIONS;
-use crate::model::preprocess::Preprocess;
+use crate::model::preprocess::{CropMode, Preprocess};
 use crate::model::AffectModel;
 use crate::report::{self, Example};
 use crate::run_error::{io_err, RunError};
@@ -114,11 +114,15 @@ fn select(splits: data::Splits, split: Split) -> Vec<Sample> {
 /// Hashes of the training split's face pixels.
 fn train_hashes(
     path: &Path,
-    opts: &EvalOptions,
+    load: &LoadOptions,
     pre: &Preprocess,
 ) -> Result<HashSet<[u8; 32]>, RunError> {
-    let splits = data::load(path, &opts.load)?;
-    let (_, faces, _) = data::decode(splits.train, pre, true, "train data")?;
+    let splits = data::load(path, load)?;
+    let load = LoadOptions {
+        skip_bad: true,
+        ..*load
+    };
+    let (_, faces, _) = data::decode(splits.train, pre, &load, "train data")?;
     Ok(faces.iter().map(|f| data::pixel_hash(f)).collect())
 }
 
@@ -211,6 +215,11 @@ pub fn run(
     opts: &EvalOptions,
 ) -> Result<EvalOutput, RunError> {
     let pre = model.meta.preprocess;
+    // Weights trained on aligned crops need landmarks for every face.
+    let load = LoadOptions {
+        detect: opts.load.detect || pre.crop != CropMode::Box,
+        ..opts.load
+    };
     let (mut samples, mut faces, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let mut scored = Vec::new();
     for path in &opts.data {
@@ -218,12 +227,7 @@ pub fn run(
         skipped += splits.skipped.len();
         let of = splits.train.len() + splits.valid.len() + splits.test.len();
         let seeded_split = splits.seeded;
-        let (s, f, bad) = data::decode(
-            select(splits, opts.split),
-            &pre,
-            opts.load.skip_bad,
-            "decoding",
-        )?;
+        let (s, f, bad) = data::decode(select(splits, opts.split), &pre, &load, "decoding")?;
         skipped += bad.len();
         scored.push(Scored {
             data: path.clone(),
@@ -242,7 +246,7 @@ pub fn run(
     let report = score(&samples, &preds);
     let leakage = match &opts.train_data {
         Some(train) => {
-            let seen = train_hashes(train, opts, &pre)?;
+            let seen = train_hashes(train, &load, &pre)?;
             let keep: Vec<usize> = (0..samples.len())
                 .filter(|&i| !seen.contains(&data::pixel_hash(&faces[i])))
                 .collect();

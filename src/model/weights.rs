@@ -1,7 +1,7 @@
 //! Weight files: the project's safetensors with metadata, and the Keras ImageNet import.
 
 use super::labels::EMOTIONS;
-use super::preprocess::{ColorMode, Preprocess};
+use super::preprocess::{ColorMode, CropMode, Preprocess};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,14 @@ impl Default for ModelMeta {
     }
 }
 
+/// The metadata name of a crop mode.
+fn crop_mode_name(crop: CropMode) -> &'static str {
+    match crop {
+        CropMode::Box => "box",
+        CropMode::Aligned { .. } => "aligned",
+    }
+}
+
 impl ModelMeta {
     pub fn to_metadata(&self) -> HashMap<String, String> {
         let p = &self.preprocess;
@@ -71,11 +79,23 @@ impl ModelMeta {
             ("color", p.color.to_string()),
             ("normalize", NORMALIZE.to_string()),
             ("crop_margin", p.crop_margin.to_string()),
+            ("crop_mode", crop_mode_name(p.crop).to_string()),
             ("va_activation", VA_ACTIVATION.to_string()),
             ("recipe", self.recipe.clone()),
             ("commit", self.commit.clone()),
         ]
         .into_iter()
+        .chain(
+            match p.crop {
+                CropMode::Box => None,
+                CropMode::Aligned { eye_y, mouth_y } => Some([
+                    ("crop_eye_y", eye_y.to_string()),
+                    ("crop_mouth_y", mouth_y.to_string()),
+                ]),
+            }
+            .into_iter()
+            .flatten(),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -123,11 +143,35 @@ impl ModelMeta {
             .ok()
             .filter(|m| (0.0..=1.0).contains(m))
             .ok_or_else(|| mismatch("crop_margin", margin_str, "a number in [0, 1]"))?;
+        // Weights from before aligned crops have no `crop_mode`: they use box crops.
+        let crop = match md.get("crop_mode").map(String::as_str) {
+            None | Some("box") => CropMode::Box,
+            Some("aligned") => {
+                let fraction = |key: &'static str| -> Result<f32, WeightsError> {
+                    let v = get(key)?;
+                    v.parse::<f32>()
+                        .ok()
+                        .filter(|f| (0.0..=1.0).contains(f))
+                        .ok_or_else(|| mismatch(key, v, "a fraction of the crop side"))
+                };
+                let (eye_y, mouth_y) = (fraction("crop_eye_y")?, fraction("crop_mouth_y")?);
+                if mouth_y <= eye_y {
+                    return Err(mismatch(
+                        "crop_mouth_y",
+                        &mouth_y.to_string(),
+                        "below crop_eye_y",
+                    ));
+                }
+                CropMode::Aligned { eye_y, mouth_y }
+            }
+            Some(other) => return Err(mismatch("crop_mode", other, "`box` or `aligned`")),
+        };
         Ok(Self {
             preprocess: Preprocess {
                 input_size,
                 color,
                 crop_margin,
+                crop,
             },
             recipe: md.get("recipe").cloned().unwrap_or_default(),
             commit: md.get("commit").cloned().unwrap_or_default(),
@@ -255,4 +299,35 @@ pub fn oihw_to_nhwc_layouts(
         out.insert(name, converted);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_mode_round_trips_and_old_weights_mean_box_crops() {
+        let path = Path::new("w.safetensors");
+        for crop in [CropMode::Box, CropMode::ALIGNED] {
+            let meta = ModelMeta {
+                preprocess: Preprocess {
+                    crop,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let back = ModelMeta::from_metadata(path, &meta.to_metadata()).unwrap();
+            assert_eq!(back.preprocess, meta.preprocess);
+        }
+        let mut md = ModelMeta::default().to_metadata();
+        md.remove("crop_mode");
+        let old = ModelMeta::from_metadata(path, &md).unwrap();
+        assert_eq!(old.preprocess.crop, CropMode::Box);
+        md.insert("crop_mode".into(), "aligned".into());
+        let err = ModelMeta::from_metadata(path, &md).unwrap_err().to_string();
+        assert!(err.contains("crop_eye_y"), "{err}");
+        md.insert("crop_mode".into(), "warped".into());
+        let err = ModelMeta::from_metadata(path, &md).unwrap_err().to_string();
+        assert!(err.contains("crop_mode"), "{err}");
+    }
 }

@@ -81,7 +81,10 @@ impl Analyser<'_> {
             let pre = self.model.meta.preprocess;
             let faces: Vec<Vec<u8>> = pending
                 .iter()
-                .map(|&i| pre.face_pixels(&pre.crop_face(&frame.image, located[i].face)))
+                .map(|&i| {
+                    let face = &located[i];
+                    pre.face_pixels(&pre.crop(&frame.image, face.face, face.landmarks.as_ref()))
+                })
                 .collect();
             let batch = pre.batch_of(faces.iter().map(|f| (&f[..], false)), self.device)?;
             let model = self.model;

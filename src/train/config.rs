@@ -142,6 +142,7 @@ mod tests {
             data: vec!["data".into()],
             load: LoadOptions {
                 format: None,
+                detect: false,
                 label_mode: LabelMode::Majority,
                 skip_bad: false,
                 seed: 0,
@@ -179,8 +180,10 @@ mod tests {
                 "cache_dir",
                 "class_weights",
                 "color",
+                "crop",
                 "crop_margin",
                 "data",
+                "detect",
                 "epochs",
                 "finetune_blocks",
                 "format",

@@ -206,8 +206,7 @@ pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
                 samples.truncate(n);
             }
             let what = format!("{name} {split}");
-            let (samples, faces, bad) =
-                data::decode(samples, &cfg.preprocess, cfg.load.skip_bad, &what)?;
+            let (samples, faces, bad) = data::decode(samples, &cfg.preprocess, &cfg.load, &what)?;
             skipped.extend(bad);
             Ok(FaceSet { samples, faces })
         };

@@ -113,6 +113,7 @@ mod tests {
         Sample {
             image: "x.png".into(),
             face: None,
+            landmarks: None,
             emotion: Some((label, one_hot(label))),
             valence_arousal: None,
             origin: ("labels.csv".into(), 1),
