@@ -76,6 +76,7 @@ pub fn dataset_csv(data: &[u8]) {
             label_mode: LabelMode::Probability,
             skip_bad,
             seed: 0,
+            detect: false,
         };
         let _ = data::load(&path, &opts);
     }
@@ -98,7 +99,7 @@ pub fn image_file(data: &[u8]) {
         width: f32::from(corner[2]) + 1.0,
         height: f32::from(corner[3]) + 1.0,
     };
-    let pixels = pre.face_pixels(&pre.crop_face(&image, face));
+    let pixels = pre.face_pixels(&pre.crop(&image, face, None));
     let _ = pre.batch_of([(&pixels[..], false)], &candle_core::Device::Cpu);
 }
 
