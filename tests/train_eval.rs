@@ -259,3 +259,80 @@ fn eval_says_which_split_it_scored_and_how_many_of_how_many() {
         "{line}"
     );
 }
+
+/// The `__metadata__` of a safetensors file.
+fn safetensors_metadata(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"].clone()
+}
+
+#[test]
+fn whole_network_on_aligned_augmented_crops_with_logit_adjustment() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let diffusion = shared.join("data/diffusionfer");
+    let init = shared.join("weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors");
+    let run_dir = tmp.path().join("run");
+    let (ok, _, stderr) = run(&[
+        "train",
+        "--data",
+        s(&diffusion),
+        "--limit",
+        "24",
+        "--epochs",
+        "1",
+        "--va-repeat",
+        "1",
+        "--crop",
+        "aligned",
+        "--init",
+        s(&init),
+        "--out",
+        s(&run_dir),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "train failed: {stderr}");
+    // Every image went through the detector; DiffusionFER's generated faces are all found.
+    assert!(stderr.contains("diffusionfer train: no face found in 0 of 24 images"), "{stderr}");
+    let md = safetensors_metadata(&run_dir.join("weights.safetensors"));
+    assert_eq!(md["crop_mode"], "aligned");
+    assert_eq!(md["crop_eye_y"], "0.38");
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("recipe.json")).unwrap())
+            .unwrap();
+    let config = &recipe["config"];
+    assert!(config["augment"]["rotate_deg"].is_number(), "{config}");
+    assert_eq!(config["detect"], true);
+    assert_eq!(config["lr_schedule"], "cosine");
+    let adjustment: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("logit_adjustment.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adjustment["sweep"].as_array().unwrap().len(), 7);
+    assert!(adjustment["tau"].is_number());
+
+    // Eval of aligned weights finds the faces itself, and reports the valence sign.
+    let json = tmp.path().join("report.json");
+    let (ok, stdout, stderr) = run(&[
+        "eval",
+        "--weights",
+        s(&run_dir.join("weights.safetensors")),
+        "--data",
+        s(&diffusion),
+        "--json",
+        s(&json),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "eval failed: {stderr}");
+    assert!(stderr.contains("no face found in"), "{stderr}");
+    assert!(stdout.contains("valence sign agrees"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["valence_sign"]["agreement"].is_number());
+}
