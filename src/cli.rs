@@ -15,7 +15,7 @@ use crate::pipeline::{
 };
 use crate::record::DEFAULT_QP;
 use crate::train::augment::Augment;
-use crate::train::config::{ClassWeights, LrSchedule, Task, TrainConfig};
+use crate::train::config::{ClassWeights, LrSchedule, Sampling, Task, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -273,6 +273,12 @@ pub struct TrainArgs {
     /// Steps over which the learning rates rise from zero.
     #[arg(long, default_value_t = 300)]
     pub warmup_steps: usize,
+    /// How each epoch draws training samples (balanced: classes equally often).
+    #[arg(long, value_enum, default_value_t = Sampling::Uniform)]
+    pub sampling: Sampling,
+    /// Focal-loss exponent γ for the emotion loss (0: cross-entropy; 2 is usual).
+    #[arg(long, default_value_t = 0.0)]
+    pub focal_gamma: f32,
     /// Mass of each emotion target spread evenly over the classes.
     #[arg(long, default_value_t = 0.05)]
     pub label_smoothing: f32,
@@ -333,6 +339,8 @@ impl From<&TrainArgs> for TrainConfig {
             lr_schedule: args.lr_schedule,
             warmup_steps: args.warmup_steps,
             label_smoothing: args.label_smoothing.clamp(0.0, 1.0),
+            sampling: args.sampling,
+            focal_gamma: args.focal_gamma.max(0.0),
             weak_va: args.weak_va.max(0.0),
             logit_adjust: !args.no_logit_adjust,
             va_repeat: args.va_repeat.max(1),

@@ -298,7 +298,10 @@ fn whole_network_on_aligned_augmented_crops_with_logit_adjustment() {
     ]);
     assert!(ok, "train failed: {stderr}");
     // Every image went through the detector; DiffusionFER's generated faces are all found.
-    assert!(stderr.contains("diffusionfer train: no face found in 0 of 24 images"), "{stderr}");
+    assert!(
+        stderr.contains("diffusionfer train: no face found in 0 of 24 images"),
+        "{stderr}"
+    );
     let md = safetensors_metadata(&run_dir.join("weights.safetensors"));
     assert_eq!(md["crop_mode"], "aligned");
     assert_eq!(md["crop_eye_y"], "0.38");

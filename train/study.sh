@@ -10,31 +10,51 @@ bin=./target/release/affectcam
 cargo build --release --quiet
 data=(--data "$shared/data/ferplus" --data "$shared/data/diffusionfer")
 ours=(--label-mode probability --class-weights sqrt)
+# The first study's rows predate augmentation, schedules, weak V/A and logit adjustment (now the
+# defaults): these flags keep them as they were run.
+before=(--no-augment --lr-schedule constant --warmup-steps 0 --label-smoothing 0 --weak-va 0 --no-logit-adjust)
+# The second study adds muxspace (in-the-wild faces, other sources) to training, validation and test.
+data3=("${data[@]}" --data "$shared/data/muxspace")
 
+# run NAME EVAL_FLAGS TRAIN_FLAGS...: trains, then evaluates on each source's test split with
+# EVAL_FLAGS (e.g. --detect: on crops the live detector makes, as live does).
 run() {
-    local name=$1; shift
+    local name=$1 eval_flags=$2; shift 2
     echo "== $name: $*" >&2
     local start=$SECONDS
-    "$bin" train "${data[@]}" --out "runs/study/$name" "$@" 2> "runs/study/$name.log" >/dev/null \
+    "$bin" train --out "runs/study/$name" "$@" 2> "runs/study/$name.log" >/dev/null \
         || { echo "$name failed, see runs/study/$name.log" >&2; return 1; }
     echo $((SECONDS - start)) > "runs/study/$name/wall_seconds"
-    "$bin" eval --weights "runs/study/$name/weights.safetensors" --data "$shared/data/ferplus" \
+    local w="runs/study/$name/weights.safetensors"
+    # shellcheck disable=SC2086 # eval_flags is a word list
+    "$bin" eval --weights "$w" --data "$shared/data/ferplus" $eval_flags \
         --train-data "$shared/data/ferplus" --json "runs/study/$name/eval_ferplus.json" >/dev/null
-    "$bin" eval --weights "runs/study/$name/weights.safetensors" --data "$shared/data/diffusionfer" \
+    # shellcheck disable=SC2086
+    "$bin" eval --weights "$w" --data "$shared/data/diffusionfer" $eval_flags \
         --json "runs/study/$name/eval_diffusionfer.json" >/dev/null
+    # shellcheck disable=SC2086
+    "$bin" eval --weights "$w" --data "$shared/data/muxspace" $eval_flags \
+        --json "runs/study/$name/eval_muxspace.json" >/dev/null
 }
 
 mkdir -p runs/study
 variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=(study frozen last4 shipped scratch)
+[ ${#variants[@]} -eq 0 ] && variants=(study frozen last4 shipped scratch v2 last4-box last4-aligned)
 for v in "${variants[@]}"; do
     case $v in
         # The course study's recipe: frozen ImageNet trunk, balanced class weights, 12 epochs.
-        study) run study --finetune-blocks 0 --class-weights balanced --epochs 12 ;;
-        frozen) run frozen --finetune-blocks 0 "${ours[@]}" --epochs 12 ;;
-        last4) run last4 --finetune-blocks 4 "${ours[@]}" --epochs 5 ;;
-        shipped) run shipped --finetune-blocks all "${ours[@]}" --epochs 5 ;;
-        scratch) run scratch --finetune-blocks all "${ours[@]}" --epochs 2 --init none ;;
+        study) run study "" "${data[@]}" "${before[@]}" --finetune-blocks 0 --class-weights balanced --epochs 12 ;;
+        frozen) run frozen "" "${data[@]}" "${before[@]}" --finetune-blocks 0 "${ours[@]}" --epochs 12 ;;
+        last4) run last4 "" "${data[@]}" "${before[@]}" --finetune-blocks 4 "${ours[@]}" --epochs 5 ;;
+        shipped) run shipped "" "${data[@]}" "${before[@]}" --finetune-blocks all "${ours[@]}" --epochs 5 ;;
+        scratch) run scratch "" "${data[@]}" "${before[@]}" --finetune-blocks all "${ours[@]}" --epochs 2 --init none ;;
+        # Second study: + muxspace, augmentation, warm-up + cosine, label smoothing 0.05, weak
+        # V/A 0.05, logit adjustment (the defaults).
+        v2) run v2 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --epochs 6 ;;
+        # Box against aligned crops, both made by the live detector on every image (training and
+        # test), at the cost of the last-4-blocks fine-tune.
+        last4-box) run last4-box --detect "${data3[@]}" --detect --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
+        last4-aligned) run last4-aligned --detect "${data3[@]}" --crop aligned --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
 done

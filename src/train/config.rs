@@ -31,6 +31,19 @@ pub enum ClassWeights {
     None,
 }
 
+/// How each epoch draws its training samples.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// Every sample once per epoch (valence/arousal-labelled ones `va_repeat` times).
+    #[default]
+    Uniform,
+    /// As many draws, each of a class chosen uniformly, then a sample of that class (with
+    /// replacement); valence/arousal-labelled samples are added `va_repeat - 1` more times.
+    Balanced,
+}
+
 /// How the learning rates change over a run.
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -76,6 +89,12 @@ pub struct TrainConfig {
     /// Mass moved from the emotion targets to a uniform distribution.
     #[serde(default)]
     pub label_smoothing: f32,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// Focal-loss exponent γ of the emotion loss: each class term is scaled by (1 - p)^γ
+    /// (0: plain cross-entropy).
+    #[serde(default)]
+    pub focal_gamma: f32,
     /// Loss weight of the weak valence/arousal targets given to faces with only an emotion
     /// label: the class means of the faces that have both (0: none).
     #[serde(default)]
@@ -162,6 +181,8 @@ mod tests {
             lr_schedule: LrSchedule::Cosine,
             warmup_steps: 100,
             label_smoothing: 0.1,
+            sampling: Sampling::Uniform,
+            focal_gamma: 0.0,
             weak_va: 0.05,
             logit_adjust: true,
             va_repeat: 8,
@@ -186,6 +207,7 @@ mod tests {
                 "detect",
                 "epochs",
                 "finetune_blocks",
+                "focal_gamma",
                 "format",
                 "init",
                 "input_size",
@@ -199,6 +221,7 @@ mod tests {
                 "mirror",
                 "out",
                 "patience",
+                "sampling",
                 "seed",
                 "skip_bad",
                 "task",

@@ -2,7 +2,7 @@
 //! sample order, and a batch's images and targets.
 
 use super::augment::Augment;
-use super::config::{ClassWeights, Task, TrainConfig};
+use super::config::{ClassWeights, Sampling, Task, TrainConfig};
 use super::Targets;
 use crate::data::{self, FacePixels, Sample};
 use crate::model::labels::NUM_EMOTIONS;
@@ -11,6 +11,7 @@ use crate::run_error::RunError;
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -112,10 +113,18 @@ impl FaceSet {
         })
     }
 
-    /// The training order of one epoch: every sample, valence/arousal-labelled ones
-    /// `va_repeat` times, shuffled.
-    pub fn epoch_order(&self, va_repeat: usize, rng: &mut StdRng) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+    /// The training order of one epoch, shuffled: every sample (or, balanced, as many
+    /// class-balanced draws), and valence/arousal-labelled ones `va_repeat - 1` more times.
+    pub fn epoch_order(
+        &self,
+        sampling: Sampling,
+        va_repeat: usize,
+        rng: &mut StdRng,
+    ) -> Vec<usize> {
+        let mut order: Vec<usize> = match sampling {
+            Sampling::Uniform => (0..self.samples.len()).collect(),
+            Sampling::Balanced => self.balanced_draws(rng),
+        };
         for (i, s) in self.samples.iter().enumerate() {
             if s.valence_arousal.is_some() {
                 order.extend(std::iter::repeat_n(i, va_repeat.saturating_sub(1)));
@@ -174,6 +183,28 @@ impl WeakVa {
             }
         }
         (mass > 0.5).then(|| [v / mass, a / mass])
+    }
+}
+
+impl FaceSet {
+    /// One draw per sample: a class uniformly among those present, then one of its samples;
+    /// samples without an emotion label are kept once each.
+    fn balanced_draws(&self, rng: &mut StdRng) -> Vec<usize> {
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); NUM_EMOTIONS];
+        let mut order = Vec::with_capacity(self.samples.len());
+        for (i, s) in self.samples.iter().enumerate() {
+            match s.label() {
+                Some(l) => by_class[l].push(i),
+                None => order.push(i),
+            }
+        }
+        by_class.retain(|c| !c.is_empty());
+        let labelled: usize = by_class.iter().map(Vec::len).sum();
+        for _ in 0..labelled {
+            let class = &by_class[rng.random_range(0..by_class.len())];
+            order.push(class[rng.random_range(0..class.len())]);
+        }
+        order
     }
 }
 
@@ -254,4 +285,62 @@ pub fn class_weights(samples: &[Sample], mode: ClassWeights) -> [f32; NUM_EMOTIO
             ClassWeights::None => 1.0,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::one_hot;
+    use rand::SeedableRng;
+
+    fn set(labels: &[usize]) -> FaceSet {
+        FaceSet {
+            samples: labels
+                .iter()
+                .map(|&l| Sample {
+                    image: "x.png".into(),
+                    face: None,
+                    landmarks: None,
+                    emotion: Some((l, one_hot(l))),
+                    valence_arousal: None,
+                    origin: ("labels.csv".into(), 1),
+                })
+                .collect(),
+            faces: vec![Vec::new(); labels.len()],
+        }
+    }
+
+    #[test]
+    fn balanced_order_draws_classes_equally_often() {
+        // 900 of class 0, 100 of class 5.
+        let labels: Vec<usize> = (0..1000).map(|i| if i < 900 { 0 } else { 5 }).collect();
+        let faces = set(&labels);
+        let mut rng = StdRng::seed_from_u64(1);
+        let order = faces.epoch_order(Sampling::Balanced, 1, &mut rng);
+        assert_eq!(order.len(), 1000);
+        let rare = order.iter().filter(|&&i| labels[i] == 5).count();
+        assert!(
+            (430..570).contains(&rare),
+            "{rare} of 1000 draws are the rare class"
+        );
+        let uniform = faces.epoch_order(Sampling::Uniform, 1, &mut rng);
+        assert_eq!(uniform.iter().filter(|&&i| labels[i] == 5).count(), 100);
+    }
+
+    #[test]
+    fn weak_targets_are_class_means_under_the_distribution() {
+        let mut faces = set(&[1, 1, 2]);
+        faces.samples[0].valence_arousal = Some([0.6, 0.2]);
+        faces.samples[1].valence_arousal = Some([0.4, 0.4]);
+        faces.samples[2].valence_arousal = Some([-0.5, -0.1]);
+        let weak = WeakVa::from_samples(&faces.samples, 0.1).unwrap();
+        assert_eq!(weak.means[0], None);
+        let [v, a] = weak.target(&one_hot(1)).unwrap();
+        assert!((v - 0.5).abs() < 1e-6 && (a - 0.3).abs() < 1e-6);
+        let mut half = [0.0; NUM_EMOTIONS];
+        (half[1], half[2]) = (0.5, 0.5);
+        assert!(weak.target(&half).unwrap()[0].abs() < 1e-6);
+        // A face that is mostly a class without a mean gets no weak target.
+        assert_eq!(weak.target(&one_hot(0)), None);
+    }
 }

@@ -183,7 +183,7 @@ impl<'a> Epochs<'a> {
         rng: &mut StdRng,
     ) -> Result<TrainPass, RunError> {
         let (cfg, train, device) = (self.cfg, self.train, self.device);
-        let order = train.epoch_order(cfg.va_repeat, rng);
+        let order = train.epoch_order(cfg.sampling, cfg.va_repeat, rng);
         let bar = ProgressBar::new(order.len() as u64).with_style(
             ProgressStyle::with_template(
                 "epoch {prefix:>2} {bar:40} {pos}/{len} [{elapsed} < {eta}] {msg}",

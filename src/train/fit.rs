@@ -130,7 +130,9 @@ fn new_trainer(cfg: &TrainConfig, meta: &ModelMeta, device: &Device) -> Result<T
         None => HashMap::new(),
     };
     let (finetune, lr) = (cfg.finetune(), cfg.learning_rates());
-    Ok(Trainer::new(init, meta.clone(), finetune, lr, device)?)
+    let mut trainer = Trainer::new(init, meta.clone(), finetune, lr, device)?;
+    trainer.focal_gamma = cfg.focal_gamma;
+    Ok(trainer)
 }
 
 /// Writes `recipe.json`: every setting, the commit and the class weights used.
