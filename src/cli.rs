@@ -395,6 +395,9 @@ pub struct EvalArgs {
     /// Folder for the confusion-matrix PNG and example sheets.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Folder where `--detect` keeps its detections between runs.
+    #[arg(long, default_value = "runs/cache")]
+    pub cache_dir: PathBuf,
 }
 
 impl From<&EvalArgs> for EvalOptions {
@@ -407,6 +410,7 @@ impl From<&EvalArgs> for EvalOptions {
             json: args.json.clone(),
             predictions: args.predictions.clone(),
             out: args.out.clone(),
+            cache_dir: args.cache_dir.clone(),
         }
     }
 }

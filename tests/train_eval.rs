@@ -293,6 +293,8 @@ fn whole_network_on_aligned_augmented_crops_with_logit_adjustment() {
         s(&init),
         "--out",
         s(&run_dir),
+        "--cache-dir",
+        s(&tmp.path().join("cache")),
         "--device",
         "cpu",
     ]);
@@ -329,6 +331,8 @@ fn whole_network_on_aligned_augmented_crops_with_logit_adjustment() {
         s(&diffusion),
         "--json",
         s(&json),
+        "--cache-dir",
+        s(&tmp.path().join("cache")),
         "--device",
         "cpu",
     ]);
@@ -338,4 +342,54 @@ fn whole_network_on_aligned_augmented_crops_with_logit_adjustment() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report["valence_sign"]["agreement"].is_number());
+}
+
+#[test]
+fn eval_detect_lists_photos_without_a_face_and_reuses_its_detections() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        shared.join("samples/grace_hopper.jpg"),
+        tmp.path().join("grace.jpg"),
+    )
+    .unwrap();
+    image::RgbImage::from_pixel(200, 200, image::Rgb([128, 128, 128]))
+        .save(tmp.path().join("blank.png"))
+        .unwrap();
+    let sheet = tmp.path().join("labels.csv");
+    std::fs::write(&sheet, "file,label\ngrace.jpg,neutral\nblank.png,neutral\n").unwrap();
+    let (json, cache) = (tmp.path().join("report.json"), tmp.path().join("cache"));
+    let eval = [
+        "eval",
+        "--data",
+        s(&sheet),
+        "--split",
+        "all",
+        "--detect",
+        "--cache-dir",
+        s(&cache),
+        "--json",
+        s(&json),
+        "--device",
+        "cpu",
+    ];
+    let (ok, stdout, stderr) = run(&eval);
+    assert!(ok, "eval failed: {stderr}");
+    assert!(stdout.contains("1 with no face found"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let no_face = report["scored"][0]["no_face"].as_array().unwrap();
+    assert_eq!(no_face.len(), 1);
+    assert!(no_face[0].as_str().unwrap().ends_with("blank.png"));
+    let cached = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(cached, 1, "one detection cache file");
+    // The second run reads the detections back and scores the same.
+    let first = report["classification"].clone();
+    let (ok, _, stderr) = run(&eval);
+    assert!(ok, "{stderr}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(again["classification"], first);
 }

@@ -2,6 +2,7 @@
 //! decoding to model-ready face pixels.
 
 pub mod affectnet;
+pub mod detections;
 pub mod ferplus;
 pub mod folders;
 pub mod generic;
@@ -10,6 +11,7 @@ use crate::detect::{Detection, DetectorConfig, DetectorKind, FaceDetector};
 use crate::geometry::{FaceBox, Landmarks};
 use crate::model::labels::NUM_EMOTIONS;
 use crate::model::preprocess::Preprocess;
+use detections::DetectionCache;
 use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -264,25 +266,36 @@ pub fn one_hot(label: usize) -> [f32; NUM_EMOTIONS] {
 /// Model-ready face pixels (`input_size²` × channels of the colour mode).
 pub type FacePixels = Vec<u8>;
 
-/// Decoded samples, their face pixels, and the reasons of the samples dropped on the way.
-pub type Decoded = (Vec<Sample>, Vec<FacePixels>, Vec<String>);
+/// Decoded samples and their face pixels, with what happened on the way.
+#[derive(Default)]
+pub struct Decoded {
+    pub samples: Vec<Sample>,
+    pub faces: Vec<FacePixels>,
+    /// Why samples were dropped (unreadable images, with `skip_bad`), one line each.
+    pub skipped: Vec<String>,
+    /// With `detect`: the images where the detector found no face (they keep the dataset's
+    /// framing).
+    pub no_face: Vec<PathBuf>,
+}
 
 /// Decodes, crops and resizes every sample in parallel with a progress bar. Unreadable
 /// images fail with file and line, or with `skip_bad` are dropped and returned as reasons.
-/// With `detect`, each image's most confident YuNet face (box and landmarks) replaces the
-/// dataset's box; images where none is found keep it (or the whole image), and are counted.
+/// With `detect`, each image's largest YuNet face (box and landmarks) replaces the dataset's
+/// box; images where none is found keep it (or the whole image) and are listed. Detections are
+/// kept in `cache_dir` between runs.
 pub fn decode(
     samples: Vec<Sample>,
     pre: &Preprocess,
     opts: &LoadOptions,
+    cache_dir: &Path,
     what: &str,
 ) -> Result<Decoded, DataError> {
+    let cache = opts.detect.then(|| DetectionCache::open(cache_dir));
     if opts.detect {
         // Fails here, once, if this build has no detector weights.
         FaceDetector::new(DetectorConfig::for_photos(DetectorKind::Yunet))?;
     }
     let bar = crate::progress::counting_bar(samples.len(), what, "images");
-    let missed = std::sync::atomic::AtomicUsize::new(0);
     let decoded: Vec<Result<(Option<Detection>, FacePixels), DataError>> = samples
         .par_iter()
         .map_init(
@@ -300,15 +313,16 @@ pub fn decode(
                         reason: e.to_string(),
                     })
                     .and_then(|rgb| {
-                        let found = match detector {
-                            Some(d) => {
-                                let found = detect_face(d, &rgb)?;
-                                if found.is_none() {
-                                    missed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let found = match (detector, &cache) {
+                            (Some(d), Some(cache)) => match cache.get(&s.image) {
+                                Some(found) => found,
+                                None => {
+                                    let found = detect_face(d, &rgb)?;
+                                    cache.insert(&s.image, found.as_ref());
+                                    found
                                 }
-                                found
-                            }
-                            None => None,
+                            },
+                            _ => None,
                         };
                         let (face, landmarks) = match found {
                             Some(d) => (Some(d.face), d.landmarks),
@@ -326,28 +340,36 @@ pub fn decode(
         )
         .collect();
     bar.finish_and_clear();
-    if opts.detect {
-        log::info!(
-            "{what}: no face found in {} of {} images; they keep the dataset's framing",
-            missed.into_inner(),
-            samples.len()
-        );
-    }
-    let (mut kept, mut pixels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let tried = samples.len();
+    let mut out = Decoded::default();
     for (mut s, d) in samples.into_iter().zip(decoded) {
         match d {
             Ok((found, p)) => {
-                if let Some(d) = found {
-                    (s.face, s.landmarks) = (Some(d.face), d.landmarks);
+                match found {
+                    Some(d) => (s.face, s.landmarks) = (Some(d.face), d.landmarks),
+                    None if opts.detect => out.no_face.push(s.image.clone()),
+                    None => {}
                 }
-                kept.push(s);
-                pixels.push(p);
+                out.samples.push(s);
+                out.faces.push(p);
             }
-            Err(e) if opts.skip_bad => skipped.push(e.to_string()),
+            Err(e) if opts.skip_bad => out.skipped.push(e.to_string()),
             Err(e) => return Err(e),
         }
     }
-    Ok((kept, pixels, skipped))
+    if let Some(cache) = cache {
+        if let Err(e) = cache.save() {
+            log::warn!(
+                "cannot save the detection cache in {}: {e}",
+                cache_dir.display()
+            );
+        }
+        log::info!(
+            "{what}: no face found in {} of {tried} images; they keep the dataset's framing",
+            out.no_face.len()
+        );
+    }
+    Ok(out)
 }
 
 /// The detector for dataset images: YuNet on the whole image, however large.
@@ -358,29 +380,30 @@ fn dataset_detector() -> DetectorConfig {
     }
 }
 
-/// The most confident face in a dataset image. Images under 144 px a side (FER+ is 48 px) are
-/// enlarged first: YuNet needs some context around a face that fills the picture.
+/// The largest face in a dataset image (a portrait's subject, not a face in the background).
+/// Images under 144 px a side (FER+ is 48 px) are enlarged first: YuNet needs some context
+/// around a face that fills the picture.
 fn detect_face(
     detector: &mut FaceDetector,
     rgb: &RgbImage,
 ) -> Result<Option<Detection>, DataError> {
     let side = rgb.width().max(rgb.height());
     let factor = (144 / side.max(1)).max(1);
-    let found = if factor > 1 {
-        let big = image::imageops::resize(
-            rgb,
-            rgb.width() * factor,
-            rgb.height() * factor,
-            image::imageops::FilterType::Triangle,
-        );
-        detector
-            .detect(&big)?
-            .first()
-            .map(|d| d.scaled(1.0 / factor as f32))
-    } else {
-        detector.detect(rgb)?.first().copied()
-    };
-    Ok(found)
+    if factor == 1 {
+        return Ok(largest(detector.detect(rgb)?));
+    }
+    let big = image::imageops::resize(
+        rgb,
+        rgb.width() * factor,
+        rgb.height() * factor,
+        image::imageops::FilterType::Triangle,
+    );
+    Ok(largest(detector.detect(&big)?).map(|d| d.scaled(1.0 / factor as f32)))
+}
+
+fn largest(faces: Vec<Detection>) -> Option<Detection> {
+    let area = |d: &Detection| d.face.width * d.face.height;
+    faces.into_iter().max_by(|a, b| area(a).total_cmp(&area(b)))
 }
 
 /// Hash of decoded pixels, to find images duplicated across splits.

@@ -35,6 +35,8 @@ pub struct EvalOptions {
     pub json: Option<PathBuf>,
     pub predictions: Option<PathBuf>,
     pub out: Option<PathBuf>,
+    /// Where `--detect` keeps its detections between runs.
+    pub cache_dir: PathBuf,
 }
 
 /// Evaluation images that are pixel-identical to training images.
@@ -57,6 +59,9 @@ pub struct Scored {
     /// Images scored, of the usable images in all splits.
     pub images: usize,
     pub of: usize,
+    /// With `--detect`: scored images where no face was found (scored with the dataset's
+    /// framing).
+    pub no_face: Vec<PathBuf>,
 }
 
 impl Scored {
@@ -72,8 +77,12 @@ impl Scored {
         } else {
             ""
         };
+        let no_face = match self.no_face.len() {
+            0 => String::new(),
+            n => format!(" ({n} with no face found, scored as framed; listed in the JSON)"),
+        };
         format!(
-            "scored {which} of {}: {} of {} images{hint}",
+            "scored {which} of {}: {} of {} images{no_face}{hint}",
             self.data.display(),
             self.images,
             self.of
@@ -116,13 +125,14 @@ fn train_hashes(
     path: &Path,
     load: &LoadOptions,
     pre: &Preprocess,
+    cache_dir: &Path,
 ) -> Result<HashSet<[u8; 32]>, RunError> {
     let splits = data::load(path, load)?;
     let load = LoadOptions {
         skip_bad: true,
         ..*load
     };
-    let (_, faces, _) = data::decode(splits.train, pre, &load, "train data")?;
+    let faces = data::decode(splits.train, pre, &load, cache_dir, "train data")?.faces;
     Ok(faces.iter().map(|f| data::pixel_hash(f)).collect())
 }
 
@@ -227,17 +237,24 @@ pub fn run(
         skipped += splits.skipped.len();
         let of = splits.train.len() + splits.valid.len() + splits.test.len();
         let seeded_split = splits.seeded;
-        let (s, f, bad) = data::decode(select(splits, opts.split), &pre, &load, "decoding")?;
-        skipped += bad.len();
+        let decoded = data::decode(
+            select(splits, opts.split),
+            &pre,
+            &load,
+            &opts.cache_dir,
+            "decoding",
+        )?;
+        skipped += decoded.skipped.len();
         scored.push(Scored {
             data: path.clone(),
             split: opts.split.name(),
             seeded_split,
-            images: s.len(),
+            images: decoded.samples.len(),
             of,
+            no_face: decoded.no_face,
         });
-        samples.extend(s);
-        faces.extend(f);
+        samples.extend(decoded.samples);
+        faces.extend(decoded.faces);
     }
     if samples.is_empty() {
         return Err(RunError::Empty);
@@ -246,7 +263,7 @@ pub fn run(
     let report = score(&samples, &preds);
     let leakage = match &opts.train_data {
         Some(train) => {
-            let seen = train_hashes(train, &load, &pre)?;
+            let seen = train_hashes(train, &load, &pre, &opts.cache_dir)?;
             let keep: Vec<usize> = (0..samples.len())
                 .filter(|&i| !seen.contains(&data::pixel_hash(&faces[i])))
                 .collect();

@@ -221,13 +221,15 @@ pub struct Sources {
     pub tests: Vec<(PathBuf, FaceSet)>,
     /// Why rows were skipped, one line each.
     pub skipped: Vec<String>,
+    /// With `--detect`: images where no face was found.
+    pub no_face: Vec<PathBuf>,
 }
 
 /// Reads, limits and decodes every source, and logs how many faces each split has.
 pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
     let (mut train, mut valid) = (FaceSet::default(), FaceSet::default());
     let mut tests = Vec::new();
-    let mut skipped = Vec::new();
+    let (mut skipped, mut no_face) = (Vec::new(), Vec::new());
     for path in &cfg.data {
         let splits = data::load(path, &cfg.load)?;
         skipped.extend(splits.skipped);
@@ -237,9 +239,13 @@ pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
                 samples.truncate(n);
             }
             let what = format!("{name} {split}");
-            let (samples, faces, bad) = data::decode(samples, &cfg.preprocess, &cfg.load, &what)?;
-            skipped.extend(bad);
-            Ok(FaceSet { samples, faces })
+            let decoded = data::decode(samples, &cfg.preprocess, &cfg.load, &cfg.cache_dir, &what)?;
+            skipped.extend(decoded.skipped);
+            no_face.extend(decoded.no_face);
+            Ok(FaceSet {
+                samples: decoded.samples,
+                faces: decoded.faces,
+            })
         };
         train.append(decode(splits.train, "train")?);
         valid.append(decode(splits.valid, "valid")?);
@@ -262,6 +268,7 @@ pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
         valid,
         tests,
         skipped,
+        no_face,
     })
 }
 

@@ -37,6 +37,7 @@ pub fn fit(cfg: &TrainConfig, device: &Device) -> Result<FitOutcome, RunError> {
     std::fs::create_dir_all(&cfg.out).map_err(io_err(&cfg.out))?;
     let sources = load_sources(cfg)?;
     write_skipped(&cfg.out, &sources.skipped)?;
+    write_no_face(&cfg.out, &sources.no_face)?;
     let class_weights = class_weights(&sources.train.samples, cfg.class_weights);
     let meta = model_meta(cfg)?;
     let mut trainer = new_trainer(cfg, &meta, device)?;
@@ -101,6 +102,16 @@ fn adjust_logits(
     }))
     .map_err(|e| RunError::Config(e.to_string()))?;
     std::fs::write(&path, json).map_err(io_err(&path))
+}
+
+/// Lists the images `--detect` found no face in, in `no_face.txt`, when there are any.
+fn write_no_face(out: &Path, images: &[PathBuf]) -> Result<(), RunError> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    let path = out.join("no_face.txt");
+    let lines: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    std::fs::write(&path, lines.join("\n")).map_err(io_err(&path))
 }
 
 /// Lists why rows were skipped in `skipped.txt`, when any were.
