@@ -383,12 +383,16 @@ fn eval_detect_lists_photos_without_a_face_and_reuses_its_detections() {
     let no_face = report["scored"][0]["no_face"].as_array().unwrap();
     assert_eq!(no_face.len(), 1);
     assert!(no_face[0].as_str().unwrap().ends_with("blank.png"));
-    let cached = std::fs::read_dir(&cache).unwrap().count();
-    assert_eq!(cached, 1, "one detection cache file");
-    // The second run reads the detections back and scores the same.
+    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one detection cache file");
+    let cache_file = cached[0].as_ref().unwrap().path();
+    let written = std::fs::metadata(&cache_file).unwrap().modified().unwrap();
+    // The second run reads the detections back (nothing new to write) and scores the same.
     let first = report["classification"].clone();
     let (ok, _, stderr) = run(&eval);
     assert!(ok, "{stderr}");
+    let rewritten = std::fs::metadata(&cache_file).unwrap().modified().unwrap();
+    assert_eq!(written, rewritten, "every detection came from the cache");
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(again["classification"], first);

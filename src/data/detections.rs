@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Bump when the detector, its settings or the face choice change: old entries are then unused.
-const VERSION: &str = "yunet-largest-v1";
+const VERSION: &str = "yunet-largest-v2";
 
 /// Per image file: the chosen face (box, score, landmarks), or none found.
 pub struct DetectionCache {

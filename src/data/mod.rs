@@ -51,9 +51,15 @@ pub enum DataError {
     /// The dataset holds no usable samples.
     #[error("{path}: no usable samples")]
     Empty { path: PathBuf },
-    /// `--detect` was asked for, but the face detector cannot run.
+    /// `--detect` was asked for, but the face detector cannot start or run.
     #[error("--detect: {0}")]
-    Detector(#[from] crate::detect::DetectError),
+    Detector(String),
+}
+
+impl From<crate::detect::DetectError> for DataError {
+    fn from(e: crate::detect::DetectError) -> Self {
+        DataError::Detector(e.to_string())
+    }
 }
 
 /// How FER+ crowd votes become targets.
@@ -301,8 +307,7 @@ pub fn decode(
         .map_init(
             || {
                 opts.detect
-                    .then(|| FaceDetector::new(dataset_detector()).ok())
-                    .flatten()
+                    .then(|| FaceDetector::new(dataset_detector()).map_err(|e| e.to_string()))
             },
             |detector, s| {
                 let result = crate::picture::open(&s.image)
@@ -317,6 +322,8 @@ pub fn decode(
                             (Some(d), Some(cache)) => match cache.get(&s.image) {
                                 Some(found) => found,
                                 None => {
+                                    let d =
+                                        d.as_mut().map_err(|e| DataError::Detector(e.clone()))?;
                                     let found = detect_face(d, &rgb)?;
                                     cache.insert(&s.image, found.as_ref());
                                     found
@@ -388,7 +395,7 @@ fn detect_face(
     rgb: &RgbImage,
 ) -> Result<Option<Detection>, DataError> {
     let side = rgb.width().max(rgb.height());
-    let factor = (144 / side.max(1)).max(1);
+    let factor = 144u32.div_ceil(side.max(1)).max(1);
     if factor == 1 {
         return Ok(largest(detector.detect(rgb)?));
     }

@@ -44,9 +44,11 @@ pub enum CropMode {
     /// A square around the detector's box, widened by the crop margin.
     #[default]
     Box,
-    /// A similarity transform from the landmarks: the eyes level, the midpoint of the eyes
-    /// and the midpoint of the mouth corners on the vertical centre line at `eye_y` and
-    /// `mouth_y` of the side. Faces without landmarks (rustface) get the box crop.
+    /// A similarity transform from the landmarks: the eyes level, their midpoint on the
+    /// vertical centre line at `eye_y` of the side, and the scale set so the mouth corners'
+    /// midpoint lies `mouth_y - eye_y` of the side below it (along the levelled face; on a
+    /// turned face it may sit off the centre line). Faces without landmarks (rustface) get
+    /// the box crop.
     Aligned { eye_y: f32, mouth_y: f32 },
 }
 

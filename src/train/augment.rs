@@ -118,7 +118,7 @@ fn symmetric(rng: &mut StdRng, range: f32) -> f32 {
     }
 }
 
-/// A 3×3 box blur, or down-then-up sampling to 20–64 px (a low-resolution face).
+/// A Gaussian blur (σ 0.8 px), or down-then-up sampling to 20–64 px (a low-resolution face).
 fn degrade(pixels: Vec<u8>, side: usize, ch: usize, rng: &mut StdRng) -> Vec<u8> {
     let s = side as u32;
     let small = rng.random_range(20..=64u32).min(s);

@@ -20,12 +20,15 @@ use std::path::{Path, PathBuf};
 pub struct FaceSet {
     pub samples: Vec<Sample>,
     pub faces: Vec<FacePixels>,
+    /// Per sample, the index of the `--data` source it came from.
+    pub source: Vec<usize>,
 }
 
 impl FaceSet {
     fn append(&mut self, other: FaceSet) {
         self.samples.extend(other.samples);
         self.faces.extend(other.faces);
+        self.source.extend(other.source);
     }
 
     /// A batch's images, each mirrored left–right where `mirrored` says so, and with
@@ -230,7 +233,7 @@ pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
     let (mut train, mut valid) = (FaceSet::default(), FaceSet::default());
     let mut tests = Vec::new();
     let (mut skipped, mut no_face) = (Vec::new(), Vec::new());
-    for path in &cfg.data {
+    for (index, path) in cfg.data.iter().enumerate() {
         let splits = data::load(path, &cfg.load)?;
         skipped.extend(splits.skipped);
         let name = source_name(path);
@@ -243,6 +246,7 @@ pub fn load_sources(cfg: &TrainConfig) -> Result<Sources, RunError> {
             skipped.extend(decoded.skipped);
             no_face.extend(decoded.no_face);
             Ok(FaceSet {
+                source: vec![index; decoded.samples.len()],
                 samples: decoded.samples,
                 faces: decoded.faces,
             })
@@ -314,6 +318,7 @@ mod tests {
                 })
                 .collect(),
             faces: vec![Vec::new(); labels.len()],
+            source: vec![0; labels.len()],
         }
     }
 

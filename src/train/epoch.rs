@@ -3,7 +3,7 @@
 
 use super::cache::ActivationCache;
 use super::checkpoint::{BestWeights, EarlyStopping, Verdict};
-use super::config::TrainConfig;
+use super::config::{ClassWeights, Sampling, TrainConfig};
 use super::data::{FaceSet, Sources, TargetRules, WeakVa};
 use super::history::{plot_history, write_history, EpochRecord};
 use super::{Finetune, Trainer};
@@ -77,6 +77,9 @@ impl<'a> Epochs<'a> {
                 )?,
             },
         };
+        if cfg.sampling == Sampling::Balanced && cfg.class_weights != ClassWeights::None {
+            log::warn!("balanced sampling and class weights both counter class frequency; --class-weights none is the usual pairing");
+        }
         if cfg.augment.is_some() && !matches!(inputs, Inputs::Images) {
             log::warn!("augmentation applies only when the whole network trains; faces are cached as they are");
         }

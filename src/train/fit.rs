@@ -80,7 +80,9 @@ fn adjust_logits(
     let model = AffectModel::from_tensors(tensors.clone(), meta.clone(), device)?;
     let preds = eval::predict(&model, &sources.valid.faces, 64, device, "logit adjustment")?;
     let prior = logit_adjust::class_prior(&sources.train.samples);
-    let (tau, sweep) = logit_adjust::choose_tau(&sources.valid.samples, &preds, &prior);
+    let valid = &sources.valid;
+    let (tau, sweep) =
+        logit_adjust::choose_tau(&valid.samples, &valid.source, &cfg.data, &preds, &prior);
     for s in &sweep {
         log::info!(
             "logit adjustment τ {:.2}: mean validation macro-F1 {:.4}",

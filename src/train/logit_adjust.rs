@@ -12,7 +12,9 @@ use std::path::PathBuf;
 /// The τ values tried.
 pub const TAUS: [f64; 7] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5];
 
-/// Training class prior from hard labels, each class floored at one sample (so log π is finite).
+/// Training class prior from hard labels, add-one smoothed (so log π is finite). It is the
+/// label prior, not the one the loss saw: with `sqrt` class weights τ = 0.5 only undoes the
+/// weighting, so the sweep reaches past 1.
 pub fn class_prior(samples: &[Sample]) -> [f64; NUM_EMOTIONS] {
     let mut counts = [1f64; NUM_EMOTIONS];
     for l in samples.iter().filter_map(Sample::label) {
@@ -42,8 +44,8 @@ pub fn adjusted(preds: &Predictions, prior: &[f64; NUM_EMOTIONS], tau: f64) -> P
     }
 }
 
-/// One τ's validation score: the mean over sources (label files) of their macro-F1, so a
-/// large source does not decide alone.
+/// One τ's validation score: the mean over data sources of their macro-F1, so a large
+/// source does not decide alone.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TauScore {
     pub tau: f64,
@@ -51,16 +53,19 @@ pub struct TauScore {
     pub f1_macro_by_source: BTreeMap<PathBuf, f64>,
 }
 
-/// Scores every τ in [`TAUS`] on validation; returns the best τ and the whole sweep.
+/// Scores every τ in [`TAUS`] on validation samples from `sources` (each sample's index into
+/// it in `source_of`); returns the best τ and the whole sweep.
 pub fn choose_tau(
     samples: &[Sample],
+    source_of: &[usize],
+    sources: &[PathBuf],
     preds: &Predictions,
     prior: &[f64; NUM_EMOTIONS],
 ) -> (f64, Vec<TauScore>) {
     let mut by_source: BTreeMap<&PathBuf, Vec<usize>> = BTreeMap::new();
     for (i, s) in samples.iter().enumerate() {
         if s.label().is_some() {
-            by_source.entry(&s.origin.0).or_default().push(i);
+            by_source.entry(&sources[source_of[i]]).or_default().push(i);
         }
     }
     let sweep: Vec<TauScore> = TAUS
@@ -143,7 +148,8 @@ mod tests {
             valence_arousal: vec![[0.0; 2]; probs.len()],
             probs,
         };
-        let (tau, sweep) = choose_tau(&samples, &preds, &prior);
+        let source_of = vec![0; samples.len()];
+        let (tau, sweep) = choose_tau(&samples, &source_of, &["data".into()], &preds, &prior);
         assert!(tau > 0.0, "sweep {sweep:?}");
         assert!(sweep[0].mean_f1_macro < sweep.iter().map(|s| s.mean_f1_macro).fold(0.0, f64::max));
         let adjusted = adjusted(&preds, &prior, tau);

@@ -84,8 +84,9 @@ pub struct Losses {
 pub fn losses(logits: &Tensor, va: &Tensor, t: &Targets, focal_gamma: f32) -> Result<Losses> {
     let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let per_class = if focal_gamma > 0.0 {
+        // Floored above 0: the gradient of x^γ is infinite at x = 0 for γ < 1.
         let focus = (1.0 - log_p.exp()?)?
-            .clamp(0f32, 1f32)?
+            .clamp(1e-6f32, 1f32)?
             .powf(focal_gamma as f64)?;
         (&log_p * focus)?
     } else {
