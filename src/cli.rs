@@ -248,7 +248,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "gray")]
     pub color: ColorMode,
     /// Margin around detected faces, as a fraction of the box side.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.0)]
     pub crop_margin: f32,
     /// How faces are cut out: the detector's box with the margin, or aligned on the
     /// landmarks (eyes level, fixed eye and mouth height; implies --detect).

@@ -59,7 +59,8 @@ fn shipped_metadata_matches_the_model_card() {
     let pre = model.meta.preprocess;
     assert_eq!(pre.input_size, 128);
     assert_eq!(pre.color, affectcam::model::preprocess::ColorMode::Gray);
-    assert_eq!(pre.crop_margin, 0.05);
+    assert_eq!(pre.crop_margin, 0.0);
+    assert_eq!(pre.crop, affectcam::model::preprocess::CropMode::Box);
     assert!(
         model.meta.recipe.contains("\"finetune_blocks\":null"),
         "{}",
