@@ -68,19 +68,24 @@ pub fn choose_tau(
             by_source.entry(&sources[source_of[i]]).or_default().push(i);
         }
     }
+    // Each source's samples, gathered once for every τ.
+    let source_samples: Vec<Vec<Sample>> = by_source
+        .values()
+        .map(|idx| idx.iter().map(|&i| samples[i].clone()).collect())
+        .collect();
     let sweep: Vec<TauScore> = TAUS
         .iter()
         .map(|&tau| {
             let preds = adjusted(preds, prior, tau);
             let f1_macro_by_source: BTreeMap<PathBuf, f64> = by_source
                 .iter()
-                .filter_map(|(source, idx)| {
-                    let s: Vec<Sample> = idx.iter().map(|&i| samples[i].clone()).collect();
+                .zip(&source_samples)
+                .filter_map(|((source, idx), s)| {
                     let p = Predictions {
                         probs: idx.iter().map(|&i| preds.probs[i]).collect(),
                         valence_arousal: idx.iter().map(|&i| preds.valence_arousal[i]).collect(),
                     };
-                    let f1 = eval::score(&s, &p).classification?.f1_macro;
+                    let f1 = eval::score(s, &p).classification?.f1_macro;
                     Some(((*source).clone(), f1))
                 })
                 .collect();
