@@ -6,6 +6,8 @@
 //!   `../shared/weights/facedetect/` (which may not be copied into the repository). Without
 //!   either the build still succeeds with an empty file in their place, and the YuNet detector
 //!   reports at run time that this build lacks it.
+//!
+//! With the `cuda` feature it also compiles `src/model/ops/cuda/kernels.cu` to PTX with nvcc.
 
 use std::path::{Path, PathBuf};
 
@@ -71,4 +73,30 @@ fn main() {
     std::fs::copy(&model, out.join("seeta_fd_frontal_v1.0.bin"))
         .unwrap_or_else(|e| panic!("cannot copy {}: {e}", model.display()));
     embed_yunet(&manifest, &out);
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        compile_kernels(&manifest, &out);
+    }
+}
+
+/// The custom ops' CUDA kernels as PTX for compute capability 7.5: the driver compiles PTX
+/// for the GPU it finds, so one file serves every GPU from Turing on (nvcc 13's oldest
+/// target), and the kernels use nothing newer than float atomicAdd.
+fn compile_kernels(manifest: &Path, out: &Path) {
+    const KERNELS: &str = "src/model/ops/cuda/kernels.cu";
+    println!("cargo:rerun-if-changed={KERNELS}");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    let nvcc = std::env::var_os("NVCC").unwrap_or_else(|| "nvcc".into());
+    let ptx = out.join("affectcam_kernels.ptx");
+    let status = std::process::Command::new(&nvcc)
+        .args(["-ptx", "-O3", "-arch=compute_75", "-o"])
+        .arg(&ptx)
+        .arg(manifest.join(KERNELS))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (the cuda feature needs nvcc): {e}",
+                nvcc.to_string_lossy()
+            )
+        });
+    assert!(status.success(), "nvcc failed on {KERNELS}");
 }

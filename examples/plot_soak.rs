@@ -1,7 +1,9 @@
 //! Plots a soak run from its log of `--report-every` status lines: resident memory, threads
 //! and open files, and fps and capture-to-display latency, per interval.
 //!
-//!     cargo run --release --example plot_soak -- soak/live.log soak/
+//!     cargo run --release --example plot_soak -- soak/live.log soak/ [annotate]
+//!
+//! The optional last word names the command in the titles (default: live).
 
 use affectcam::report::plot_curves;
 use anyhow::{bail, Context};
@@ -27,13 +29,15 @@ fn number_near(line: &str, key: &str, before: bool) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [log, out] = &args[..] else {
-        bail!("usage: plot_soak LOG OUT_DIR");
+    let (log, out, command) = match &args[..] {
+        [log, out] => (log, out, "live"),
+        [log, out, command] => (log, out, command.as_str()),
+        _ => bail!("usage: plot_soak LOG OUT_DIR [COMMAND]"),
     };
     let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {log}"))?;
     let status: Vec<&str> = text.lines().filter(|l| l.starts_with("status:")).collect();
     if status.is_empty() {
-        bail!("{log} has no status lines (run live with --report-every)");
+        bail!("{log} has no status lines (run {command} with --report-every)");
     }
     let column = |key: &str, before: bool| -> Vec<f64> {
         status.iter().map(|l| number_near(l, key, before)).collect()
@@ -44,14 +48,14 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     plot_curves(
         &out.join("soak_memory.png"),
-        "live soak: resident memory",
+        &format!("{command} soak: resident memory"),
         x,
         &[("RSS", &column("rss", false))],
         "MB",
     )?;
     plot_curves(
         &out.join("soak_handles.png"),
-        "live soak: threads and open files",
+        &format!("{command} soak: threads and open files"),
         x,
         &[
             ("threads", &column("threads", true)),
@@ -61,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     plot_curves(
         &out.join("soak_latency.png"),
-        "live soak: fps and capture-to-display latency",
+        &format!("{command} soak: fps and capture-to-display latency"),
         x,
         &[
             ("latency p50 (ms)", &column("p50", false)),

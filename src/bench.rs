@@ -4,7 +4,7 @@
 //! process), which prints its report as JSON.
 
 use crate::detect::{DetectError, DetectorConfig, DetectorKind, FaceDetector};
-use crate::model::mobilenetv2::{MobileNetV2, NUM_BLOCKS};
+use crate::model::backbone::Arch;
 use crate::model::weights::WeightsError;
 use crate::model::{labels::NUM_EMOTIONS, AffectModel, ModelMeta};
 use crate::train::{Finetune, LearningRates, Targets, Trainer};
@@ -46,6 +46,8 @@ pub enum BenchError {
 pub struct BenchOptions {
     /// Weights to time; `None`: randomly initialised (speed does not depend on the values).
     pub weights: Option<PathBuf>,
+    /// The trunk of randomly initialised weights.
+    pub arch: Arch,
     /// Timed repetitions at batch 32 (batch 1 runs 4× as many).
     pub reps: usize,
     /// Also time training steps.
@@ -118,7 +120,7 @@ pub fn peak_rss_mb() -> f64 {
     crate::pipeline::stats::proc_status_field("VmHWM:").map_or(f64::NAN, |kb| kb as f64 / 1024.0)
 }
 
-fn random_targets(n: usize, device: &Device) -> Result<Targets> {
+pub(crate) fn random_targets(n: usize, device: &Device) -> Result<Targets> {
     let labels: Vec<u32> = (0..n as u32).map(|i| i % NUM_EMOTIONS as u32).collect();
     let labels = Tensor::new(labels, device)?;
     Ok(Targets {
@@ -137,7 +139,11 @@ pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, Benc
         None => {
             let varmap = candle_nn::VarMap::new();
             let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
-            AffectModel::new(vb, ModelMeta::default())?
+            let meta = ModelMeta {
+                arch: options.arch,
+                ..ModelMeta::default()
+            };
+            AffectModel::new(vb, meta)?
         }
     };
     Ok(run(&model, &device, options.reps, options.train)?)
@@ -160,6 +166,7 @@ pub fn run_per_thread_count<R: DeserializeOwned>(
         log::info!("benchmarking with {n} thread(s)…");
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["bench", "--child", "--reps", &options.reps.to_string()])
+            .args(["--arch", &options.arch.to_string()])
             .env("RAYON_NUM_THREADS", n.to_string())
             .env("CANDLE_NUM_THREADS", n.to_string());
         if let Some(w) = &options.weights {
@@ -246,10 +253,11 @@ pub fn run(
         let mut trainer =
             Trainer::new(init.clone(), model.meta.clone(), Finetune::All, lr, device)?;
         full = Some(time(1, reps.div_ceil(2), || trainer.step(&x32, &targets))?);
-        let k = NUM_BLOCKS - 4;
+        let arch = model.meta.arch;
+        let k = arch.num_blocks() - 4;
         let mut trainer =
             Trainer::new(init, model.meta.clone(), Finetune::FromBlock(k), lr, device)?;
-        let [h, w, c] = MobileNetV2::boundary_shape(size, k);
+        let [h, w, c] = arch.boundary_shape(size, k);
         let boundary = Tensor::rand(0f32, 1f32, (32, h, w, c), device)?;
         last4 = Some(time(2, reps, || trainer.step(&boundary, &targets))?);
     }

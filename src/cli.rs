@@ -6,7 +6,7 @@ use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
 use crate::data::{Format, LabelMode, LoadOptions};
 use crate::detect::{DetectorConfig, DetectorKind};
 use crate::eval::run::{EvalOptions, Split};
-use crate::model::mobilenetv2::NUM_BLOCKS;
+use crate::model::backbone::Arch;
 use crate::model::preprocess::{ColorMode, CropMode, Preprocess};
 use crate::model::DeviceChoice;
 use crate::pipeline::{
@@ -14,6 +14,7 @@ use crate::pipeline::{
     DEFAULT_DETECT_EVERY,
 };
 use crate::record::DEFAULT_QP;
+use crate::selftest::SelftestOptions;
 use crate::train::augment::Augment;
 use crate::train::config::{ClassWeights, LrSchedule, Sampling, Task, TrainConfig};
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +42,9 @@ pub enum Command {
     Predict(PredictArgs),
     /// Measure model latency, throughput, memory and training-step time.
     Bench(BenchArgs),
+    /// Check every custom op on a device (the GPU) against the CPU reference, then time the
+    /// model there: the check a machine without a Rust toolchain can run.
+    Selftest(SelftestArgs),
 }
 
 /// Options shared by every subcommand that runs the model.
@@ -238,12 +242,14 @@ pub struct TrainArgs {
     /// Trunk blocks to fine-tune, counted from the end (0: frozen trunk, as the study), or `all`.
     #[arg(long, default_value = "all", value_parser = parse_finetune)]
     pub finetune_blocks: FinetuneBlocks,
-    /// Initial weights: the Keras ImageNet MobileNetV2 safetensors file, or `none` (scratch).
-    #[arg(
-        long,
-        default_value = "../shared/weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors"
-    )]
-    pub init: String,
+    /// Trunk architecture: MobileNetV2 (the live model) or VGG16 (the study's other baseline).
+    #[arg(long, value_enum, default_value_t = Arch::MobileNetV2)]
+    pub arch: Arch,
+    /// Initial weights: a Keras ImageNet safetensors file of the trunk, or `none` (scratch);
+    /// default: the arch's file under ../shared/weights/imagenet/ (for VGG16, convert
+    /// Keras' .h5 with scripts/keras_h5_to_safetensors.py).
+    #[arg(long)]
+    pub init: Option<String>,
     /// Colour mode of the network input.
     #[arg(long, default_value = "gray")]
     pub color: ColorMode,
@@ -307,6 +313,7 @@ pub struct TrainArgs {
 impl From<&TrainArgs> for TrainConfig {
     fn from(args: &TrainArgs) -> Self {
         TrainConfig {
+            arch: args.arch,
             data: args.data.data.clone(),
             load: LoadOptions {
                 detect: args.data.detect || args.crop == CropChoice::Aligned,
@@ -324,7 +331,11 @@ impl From<&TrainArgs> for TrainConfig {
                 args.class_weights
             },
             finetune_blocks: args.finetune_blocks.0,
-            init: (args.init != "none").then(|| PathBuf::from(&args.init)),
+            init: match args.init.as_deref() {
+                Some("none") => None,
+                Some(path) => Some(PathBuf::from(path)),
+                None => Some(PathBuf::from(args.arch.default_init())),
+            },
             preprocess: Preprocess {
                 input_size: args.input_size,
                 color: args.color,
@@ -368,9 +379,10 @@ fn parse_finetune(s: &str) -> Result<FinetuneBlocks, String> {
     if s == "all" {
         return Ok(FinetuneBlocks(None));
     }
+    // The upper bound depends on --arch; `train` checks it before reading data.
     match s.parse::<usize>() {
-        Ok(n) if n <= NUM_BLOCKS => Ok(FinetuneBlocks(Some(n))),
-        _ => Err(format!("expected 0..={NUM_BLOCKS} or `all`")),
+        Ok(n) => Ok(FinetuneBlocks(Some(n))),
+        _ => Err("expected a number of blocks or `all`".to_string()),
     }
 }
 
@@ -438,6 +450,9 @@ pub struct BenchArgs {
     /// Weights to time (default: randomly initialised; speed does not depend on the values).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Trunk of the randomly initialised model (with --weights: the file's).
+    #[arg(long, value_enum, default_value_t = Arch::MobileNetV2)]
+    pub arch: Arch,
     /// Thread counts to measure, each in a fresh process.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     pub threads: Vec<usize>,
@@ -461,10 +476,41 @@ pub struct BenchArgs {
     pub child: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Device to check: cuda for the GPU; auto picks it when present.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Timed repetitions per batch size.
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Inference batch sizes to time.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 32, 256])]
+    pub batches: Vec<usize>,
+    /// Training-step batch sizes to time (whole network); 0 for none.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 256])]
+    pub train_batches: Vec<usize>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl From<&SelftestArgs> for SelftestOptions {
+    fn from(args: &SelftestArgs) -> Self {
+        let positive = |v: &[usize]| v.iter().copied().filter(|&b| b > 0).collect();
+        SelftestOptions {
+            reps: args.reps.max(1),
+            batches: positive(&args.batches),
+            train_batches: positive(&args.train_batches),
+        }
+    }
+}
+
 impl From<&BenchArgs> for BenchOptions {
     fn from(args: &BenchArgs) -> Self {
         BenchOptions {
             weights: args.weights.clone(),
+            arch: args.arch,
             reps: args.reps,
             train: !args.no_train,
             detector_image: args.detector.then(|| args.detector_image.clone()),

@@ -21,6 +21,7 @@ pub mod record;
 pub mod render;
 pub mod report;
 pub mod run_error;
+pub mod selftest;
 pub mod smooth;
 pub mod track;
 pub mod train;

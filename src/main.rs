@@ -1,13 +1,15 @@
 use affectcam::bench::{self, BenchOptions, BenchReport, DetectorBenchReport};
 use affectcam::cli::{
-    AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PredictArgs, TrainArgs,
+    AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PredictArgs,
+    SelftestArgs, TrainArgs,
 };
 use affectcam::detect::{DetectorConfig, FaceDetector};
 use affectcam::model::{select_device, AffectModel};
 use affectcam::pipeline::{self, PipelineConfig};
 use affectcam::predict::predict_photo;
+use affectcam::selftest::{self, SelftestOptions};
 use affectcam::train::fit::fit;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Parser;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +65,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench_cmd(&args),
+        Command::Selftest(args) => selftest_cmd(&args),
         Command::Predict(args) => predict_cmd(&args),
         Command::Live(args) => live_cmd(&args),
         Command::Annotate(args) => annotate_cmd(&args),
@@ -185,6 +188,22 @@ fn predict_cmd(args: &PredictArgs) -> Result<()> {
             "{without_faces} of {} images had no detectable face",
             args.images.len()
         );
+    }
+    Ok(())
+}
+
+fn selftest_cmd(args: &SelftestArgs) -> Result<()> {
+    let device = select_device(args.device)?;
+    let report = selftest::run(&device, &SelftestOptions::from(args), |step| {
+        eprintln!("{step}…")
+    })?;
+    println!("{}", report.summary());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !report.passed {
+        bail!("some ops differ from the reference by more than the tolerance");
     }
     Ok(())
 }

@@ -397,3 +397,61 @@ fn eval_detect_lists_photos_without_a_face_and_reuses_its_detections() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(again["classification"], first);
 }
+
+#[test]
+fn vgg16_trains_and_its_weights_load_and_a_missing_init_is_one_line() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let diffusion = shared.join("data/diffusionfer");
+    let run_dir = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
+    // No ImageNet VGG16 here: its default init is a file the user converts; saying so is one line.
+    let (ok, _, stderr) = run(&["train", "--arch", "vgg16", "--data", s(&diffusion)]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("vgg16_keras_imagenet.safetensors")
+            && stderr.contains("keras_h5_to_safetensors.py"),
+        "{stderr}"
+    );
+    // Frozen from scratch (VGG16 is ~25× MobileNetV2's cost): a few images, to check the path.
+    let (ok, _, stderr) = run(&[
+        "train",
+        "--arch",
+        "vgg16",
+        "--init",
+        "none",
+        "--finetune-blocks",
+        "1",
+        "--data",
+        s(&diffusion),
+        "--limit",
+        "8",
+        "--epochs",
+        "1",
+        "--va-repeat",
+        "1",
+        "--out",
+        s(&run_dir),
+        "--cache-dir",
+        s(&cache),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "train failed: {stderr}");
+    let weights = run_dir.join("weights.safetensors");
+    assert_eq!(safetensors_metadata(&weights)["arch"], "vgg16");
+    // The weights load as VGG16 wherever the model runs (eval and live use the same loader).
+    let photo = shared.join("samples/grace_hopper.jpg");
+    let (ok, stdout, stderr) = run(&[
+        "predict",
+        "--weights",
+        s(&weights),
+        "--device",
+        "cpu",
+        s(&photo),
+    ]);
+    assert!(ok, "predict failed: {stderr}");
+    assert!(stdout.contains("valence"), "{stdout}");
+}

@@ -39,7 +39,11 @@ run() {
 
 mkdir -p runs/study
 variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=(study frozen last4 shipped scratch v2 last4-box last4-aligned)
+[ ${#variants[@]} -eq 0 ] && variants=(study frozen last4 shipped scratch v2 last4-box last4-aligned \
+    bal-none bal-weights bal-sampling bal-logit bal-focal bal-weights-logit)
+# Rare-class remedies, one at a time, at the cost of the last-4-blocks fine-tune (3 epochs,
+# three sources, probability labels, the second study's defaults otherwise).
+bal=("${data3[@]}" --label-mode probability --finetune-blocks 4 --epochs 3)
 for v in "${variants[@]}"; do
     case $v in
         # The course study's recipe: frozen ImageNet trunk, balanced class weights, 12 epochs.
@@ -55,6 +59,12 @@ for v in "${variants[@]}"; do
         # test), at the cost of the last-4-blocks fine-tune.
         last4-box) run last4-box --detect "${data3[@]}" --detect --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
         last4-aligned) run last4-aligned --detect "${data3[@]}" --crop aligned --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
+        bal-none) run bal-none "" "${bal[@]}" --no-class-weights --no-logit-adjust ;;
+        bal-weights) run bal-weights "" "${bal[@]}" --class-weights sqrt --no-logit-adjust ;;
+        bal-sampling) run bal-sampling "" "${bal[@]}" --no-class-weights --sampling balanced --no-logit-adjust ;;
+        bal-logit) run bal-logit "" "${bal[@]}" --no-class-weights ;;
+        bal-focal) run bal-focal "" "${bal[@]}" --no-class-weights --focal-gamma 2 --no-logit-adjust ;;
+        bal-weights-logit) run bal-weights-logit "" "${bal[@]}" --class-weights sqrt ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
 done
@@ -75,4 +85,29 @@ for name in ["study", "frozen", "last4", "shipped", "scratch"]:
     f = lambda x: "n/a" if x is None else f"{x:.3f}"
     print(f"| {name} | {f(fer['accuracy'])} | {f(fer['f1_macro'])} | {f(fer['cohen_kappa'])} | {f(fer['auc_ovr'])} "
           f"| {f(dif['valence']['ccc'])} | {f(dif['arousal']['ccc'])} | {best} | {minutes:.0f} min |")
+PY
+
+python3 - <<'PY'
+import json, os
+# Rare-class remedies: macro-F1 and balanced accuracy per source, and FER+'s rare-class recall.
+names = ["bal-none", "bal-weights", "bal-sampling", "bal-logit", "bal-focal", "bal-weights-logit"]
+rows = []
+for name in names:
+    d = f"runs/study/{name}"
+    if not os.path.exists(f"{d}/eval_muxspace.json"):
+        continue
+    fer = json.load(open(f"{d}/eval_ferplus.json"))["leakage"]["without_duplicates"]["classification"]
+    mux = json.load(open(f"{d}/eval_muxspace.json"))["classification"]
+    dif = json.load(open(f"{d}/eval_diffusionfer.json"))["classification"]
+    recall = {c["class"]: c["recall"] for c in fer["per_class"]}
+    rows.append((name, fer, mux, dif, recall))
+if rows:
+    print()
+    print("| run | FER+ acc | FER+ F1 | FER+ bal. acc | muxspace F1 | muxspace bal. acc | DiffusionFER F1 | mean F1 | FER+ recall disgust / fear / anger / contempt |")
+    print("|---|---|---|---|---|---|---|---|---|")
+for name, fer, mux, dif, recall in rows:
+    mean = (fer["f1_macro"] + mux["f1_macro"] + dif["f1_macro"]) / 3
+    r = " / ".join(f"{recall.get(c, float('nan')):.2f}" for c in ["disgust", "fear", "anger", "contempt"])
+    print(f"| {name} | {fer['accuracy']:.3f} | {fer['f1_macro']:.3f} | {fer['balanced_accuracy']:.3f} "
+          f"| {mux['f1_macro']:.3f} | {mux['balanced_accuracy']:.3f} | {dif['f1_macro']:.3f} | {mean:.3f} | {r} |")
 PY

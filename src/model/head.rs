@@ -2,7 +2,6 @@
 //! and valence/arousal (2, tanh so predictions live in [-1, 1] like the labels).
 
 use super::labels::NUM_EMOTIONS;
-use super::mobilenetv2::FEATURE_CHANNELS;
 use super::ops::{dense, Act};
 use super::Prediction;
 use candle_core::{Result, Tensor};
@@ -72,15 +71,16 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn new(vb: VarBuilder) -> Result<Self> {
+    /// A head over pooled features of `features` channels.
+    pub fn new(vb: VarBuilder, features: usize) -> Result<Self> {
         Ok(Self {
-            dense: Linear::new(vb.pp("head_dense"), FEATURE_CHANNELS, HIDDEN)?,
+            dense: Linear::new(vb.pp("head_dense"), features, HIDDEN)?,
             emotion: Linear::new(vb.pp("emotion"), HIDDEN, NUM_EMOTIONS)?,
             valence_arousal: Linear::new(vb.pp("valence_arousal"), HIDDEN, 2)?,
         })
     }
 
-    /// Pooled features `[N, 1280]` → both outputs; dropout only when `train`.
+    /// Pooled features `[N, features]` → both outputs; dropout only when `train`.
     pub fn forward_t(&self, features: &Tensor, train: bool) -> Result<HeadOutput> {
         let h = self.dense.forward(features, Act::Relu)?;
         let h = if train {

@@ -1,17 +1,20 @@
-//! The affect model: a MobileNetV2 trunk and a two-output head, shared by train, eval and live.
+//! The affect model: a trunk (MobileNetV2, or VGG16 for the study) and a two-output head,
+//! shared by train, eval and live.
 
+pub mod backbone;
 pub mod head;
 pub mod labels;
 pub mod mobilenetv2;
 pub mod ops;
 pub mod preprocess;
+pub mod vgg16;
 pub mod weights;
 
+use backbone::Trunk;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use head::{Head, HeadOutput};
 use labels::NUM_EMOTIONS;
-use mobilenetv2::MobileNetV2;
 use std::collections::HashMap;
 use std::path::Path;
 pub use weights::{ModelMeta, WeightsError};
@@ -22,10 +25,10 @@ pub static SHIPPED_WEIGHTS: &[u8] =
     include_bytes!("../../weights/affectcam-mobilenetv2.safetensors");
 pub const SHIPPED_WEIGHTS_NAME: &str = "<embedded weights/affectcam-mobilenetv2.safetensors>";
 
-/// MobileNetV2 trunk + emotion/valence-arousal head.
+/// Trunk + emotion/valence-arousal head.
 #[derive(Debug, Clone)]
 pub struct AffectModel {
-    pub trunk: MobileNetV2,
+    pub trunk: Trunk,
     pub head: Head,
     pub meta: ModelMeta,
 }
@@ -49,8 +52,8 @@ impl Prediction {
 impl AffectModel {
     pub fn new(vb: VarBuilder, meta: ModelMeta) -> candle_core::Result<Self> {
         Ok(Self {
-            trunk: MobileNetV2::new(vb.clone())?,
-            head: Head::new(vb)?,
+            trunk: Trunk::new(meta.arch, vb.clone())?,
+            head: Head::new(vb, meta.arch.feature_channels())?,
             meta,
         })
     }
@@ -121,7 +124,7 @@ pub enum DeviceError {
     #[error("this build has no CUDA support; rebuild with `cargo build --release --features cuda` (needs nvcc)")]
     NoCudaSupport,
     /// CUDA was asked for but no usable GPU was found.
-    #[error("no usable CUDA device: {0}")]
+    #[error("no usable CUDA device (is there an NVIDIA GPU with its driver?): {0}")]
     NoCudaDevice(candle_core::Error),
 }
 

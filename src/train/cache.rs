@@ -36,7 +36,7 @@ impl ActivationCache {
     ) -> std::result::Result<Self, RunError> {
         let device = trainer.device();
         let views = if with_mirror { 2 } else { 1 };
-        let shape = boundary_shape(trainer.finetune, pre.input_size);
+        let shape = boundary_shape(trainer, pre.input_size);
         let path = cache_path(trainer, faces, pre, views, dir);
         let width: usize = shape.iter().product();
         let expected = faces.len() * views * width * 2;
@@ -93,12 +93,13 @@ impl ActivationCache {
     }
 }
 
-fn boundary_shape(finetune: Finetune, input_size: usize) -> Vec<usize> {
-    match finetune {
-        Finetune::FromBlock(k) => {
-            crate::model::mobilenetv2::MobileNetV2::boundary_shape(input_size, k).to_vec()
-        }
-        Finetune::HeadOnly | Finetune::All => vec![crate::model::mobilenetv2::FEATURE_CHANNELS],
+/// Shape of one cached activation: the boundary the trainable part starts from, or the
+/// pooled features.
+fn boundary_shape(trainer: &Trainer, input_size: usize) -> Vec<usize> {
+    let arch = trainer.model.meta.arch;
+    match trainer.finetune {
+        Finetune::FromBlock(k) => arch.boundary_shape(input_size, k).to_vec(),
+        Finetune::HeadOnly | Finetune::All => vec![arch.feature_channels()],
     }
 }
 
@@ -115,7 +116,7 @@ fn cache_path(
     let mut frozen: Vec<(String, Tensor)> = trainer
         .tensors()
         .into_iter()
-        .filter(|(name, _)| !trainer.finetune.trains(name))
+        .filter(|(name, _)| !trainer.finetune.trains(trainer.model.meta.arch, name))
         .collect();
     frozen.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, t) in frozen {

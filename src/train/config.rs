@@ -4,6 +4,7 @@
 use super::augment::Augment;
 use super::{Finetune, LearningRates};
 use crate::data::LoadOptions;
+use crate::model::backbone::Arch;
 use crate::model::preprocess::Preprocess;
 use crate::run_error::RunError;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,9 @@ pub enum LrSchedule {
 /// Every setting of a run; saved as `recipe.json` and in the weights' metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The trunk (recipes from before `--arch` are MobileNetV2's).
+    #[serde(default)]
+    pub arch: Arch,
     pub data: Vec<PathBuf>,
     /// How the data sources are read (layout, label mode, bad rows, seed).
     #[serde(flatten)]
@@ -72,7 +76,8 @@ pub struct TrainConfig {
     pub class_weights: ClassWeights,
     /// Trainable trunk blocks from the end: `Some(0)` head only, `None` everything.
     pub finetune_blocks: Option<usize>,
-    /// ImageNet MobileNetV2 file to start from; `None` trains from scratch.
+    /// ImageNet weights of the trunk to start from (Keras names, see `model::weights`);
+    /// `None` trains from scratch.
     pub init: Option<PathBuf>,
     /// How faces become network inputs; stored with the weights.
     #[serde(flatten)]
@@ -113,8 +118,17 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Fails on a missing `init` file before any data is read.
+    /// Fails on a missing `init` file or a block count the trunk lacks, before any data is
+    /// read.
     pub fn check(&self) -> Result<(), RunError> {
+        if let Some(n) = self.finetune_blocks.filter(|&n| n > self.arch.num_blocks()) {
+            return Err(RunError::Config(format!(
+                "--finetune-blocks {n}: {} has {} blocks (0..={} or all)",
+                self.arch,
+                self.arch.num_blocks(),
+                self.arch.num_blocks()
+            )));
+        }
         match &self.init {
             Some(path) if !path.is_file() => Err(RunError::InitNotFound(path.clone())),
             _ => Ok(()),
@@ -124,7 +138,7 @@ impl TrainConfig {
     pub(super) fn finetune(&self) -> Finetune {
         match self.finetune_blocks {
             None => Finetune::All,
-            Some(n) => Finetune::last_blocks(n),
+            Some(n) => Finetune::last_blocks(n, self.arch),
         }
     }
 
@@ -158,6 +172,7 @@ mod tests {
     #[test]
     fn recipe_keys_stay_flat() {
         let cfg = TrainConfig {
+            arch: Arch::MobileNetV2,
             data: vec!["data".into()],
             load: LoadOptions {
                 format: None,
@@ -196,6 +211,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "arch",
                 "augment",
                 "batch_size",
                 "cache_dir",

@@ -9,6 +9,7 @@ use super::history::EpochRecord;
 use super::logit_adjust;
 use super::Trainer;
 use crate::eval::{self, metrics::EvalReport};
+use crate::model::backbone::Arch;
 use crate::model::labels::NUM_EMOTIONS;
 use crate::model::weights;
 use crate::model::{AffectModel, ModelMeta};
@@ -128,6 +129,7 @@ fn write_skipped(out: &Path, skipped: &[String]) -> Result<(), RunError> {
 /// The metadata the weights are saved with: preprocessing, the recipe and the commit.
 fn model_meta(cfg: &TrainConfig) -> Result<ModelMeta, RunError> {
     Ok(ModelMeta {
+        arch: cfg.arch,
         preprocess: cfg.preprocess,
         recipe: serde_json::to_string(cfg).map_err(|e| RunError::Config(e.to_string()))?,
         commit: source_commit(),
@@ -138,7 +140,11 @@ fn model_meta(cfg: &TrainConfig) -> Result<ModelMeta, RunError> {
 fn new_trainer(cfg: &TrainConfig, meta: &ModelMeta, device: &Device) -> Result<Trainer, RunError> {
     let init = match &cfg.init {
         Some(path) => {
-            weights::import_keras_imagenet(path, weights::read_safetensors(path, device)?.tensors)?
+            let keras = weights::read_safetensors(path, device)?.tensors;
+            match cfg.arch {
+                Arch::MobileNetV2 => weights::import_keras_imagenet(path, keras)?,
+                Arch::Vgg16 => weights::import_keras_vgg16(path, keras)?,
+            }
         }
         None => HashMap::new(),
     };

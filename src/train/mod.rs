@@ -5,7 +5,7 @@
 //! (`checkpoint`), records `history` and ends with an evaluation on the test splits
 //! (`evaluate`).
 
-use crate::model::mobilenetv2::{is_in_blocks_from, NUM_BLOCKS};
+use crate::model::backbone::Arch;
 use crate::model::{AffectModel, ModelMeta};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
@@ -36,23 +36,23 @@ pub enum Finetune {
 }
 
 impl Finetune {
-    /// The last `n` blocks (and the last 1×1 conv), or everything.
-    pub fn last_blocks(n: usize) -> Self {
+    /// The last `n` blocks of `arch` (and, in MobileNetV2, the last 1×1 conv), or everything.
+    pub fn last_blocks(n: usize, arch: Arch) -> Self {
         if n == 0 {
             Finetune::HeadOnly
         } else {
-            Finetune::FromBlock(NUM_BLOCKS.saturating_sub(n))
+            Finetune::FromBlock(arch.num_blocks().saturating_sub(n))
         }
     }
 
-    /// Whether parameter `name` trains under this setting.
-    pub fn trains(self, name: &str) -> bool {
+    /// Whether parameter `name` of an `arch` model trains under this setting.
+    pub fn trains(self, arch: Arch, name: &str) -> bool {
         let head = ["head_dense.", "emotion.", "valence_arousal."]
             .iter()
             .any(|p| name.starts_with(p));
         match self {
             Finetune::HeadOnly => head,
-            Finetune::FromBlock(k) => head || is_in_blocks_from(name, k),
+            Finetune::FromBlock(k) => head || arch.is_in_blocks_from(name, k),
             Finetune::All => true,
         }
     }
@@ -136,6 +136,7 @@ impl Trainer {
         device: &Device,
     ) -> Result<Self> {
         let varmap = VarMap::new();
+        let arch = meta.arch;
         let model = AffectModel::new(VarBuilder::from_varmap(&varmap, DType::F32, device), meta)?;
         {
             let data = varmap.data().lock().unwrap();
@@ -147,10 +148,10 @@ impl Trainer {
         }
         let (mut trunk, mut head): (Vec<Var>, Vec<Var>) = (Vec::new(), Vec::new());
         for (name, var) in varmap.data().lock().unwrap().iter() {
-            if !finetune.trains(name) {
+            if !finetune.trains(arch, name) {
                 continue;
             }
-            if Finetune::HeadOnly.trains(name) {
+            if Finetune::HeadOnly.trains(arch, name) {
                 head.push(var.clone());
             } else {
                 trunk.push(var.clone());

@@ -2,6 +2,8 @@
 //! reductions their backward needs.
 
 use super::{inputs, par_output, written, Act};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
 };
@@ -37,6 +39,29 @@ impl SharedMut {
     }
 }
 
+/// Rows, input and output features of a dense op, checked: x `[…, K]`, weight `[N, K]`,
+/// bias `[N]`.
+fn dense_sizes(xl: &Layout, wl: &Layout, bl: &Layout) -> Result<(usize, usize, usize)> {
+    let (m, k) = rows_channels(xl);
+    let (n, wk) = wl.shape().dims2()?;
+    if wk != k || bl.shape().elem_count() != n || !wl.is_contiguous() {
+        bail!(
+            "dense: x {:?}, weight {:?}, bias {:?}",
+            xl.shape(),
+            wl.shape(),
+            bl.shape()
+        );
+    }
+    Ok((m, k, n))
+}
+
+/// x's shape with `n` features in place of its last dimension.
+fn dense_shape(xl: &Layout, n: usize) -> Shape {
+    let mut dims = xl.dims().to_vec();
+    *dims.last_mut().expect("rank checked by rows_channels") = n;
+    Shape::from(dims)
+}
+
 /// Channels of the last dimension and number of rows before it.
 fn rows_channels(layout: &Layout) -> (usize, usize) {
     let c = layout.dims().last().copied().unwrap_or(1);
@@ -65,16 +90,7 @@ impl CustomOp3 for Dense {
             self.name(),
             [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
         )?;
-        let (m, k) = rows_channels(xl);
-        let (n, wk) = wl.shape().dims2()?;
-        if wk != k || bias.len() != n {
-            bail!(
-                "dense: x {:?}, weight {:?}, bias {:?}",
-                xl.shape(),
-                wl.shape(),
-                bl.shape()
-            );
-        }
+        let (m, k, n) = dense_sizes(xl, wl, bl)?;
         // Tiles: row blocks when there are many rows, column blocks for tiny inputs.
         let threads = rayon::current_num_threads().max(1);
         let row_block = (m / (threads * 8)).clamp(64, 512).min(m.max(1));
@@ -135,9 +151,29 @@ impl CustomOp3 for Dense {
         });
         // SAFETY: the tiles cover all m × n elements, and every task has written its tile.
         unsafe { out.set_len(m * n) };
-        let mut dims = xl.dims().to_vec();
-        *dims.last_mut().expect("rank checked by rows_channels") = n;
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        Ok((CpuStorage::F32(out), dense_shape(xl, n)))
+    }
+
+    /// cuBLAS' GEMM through candle, then the bias + activation epilogue in place.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (m, k, n) = dense_sizes(xl, wl, bl)?;
+        let Some((start, _)) = xl.contiguous_offsets() else {
+            bail!("dense: x must be contiguous");
+        };
+        let x_rows = Layout::contiguous_with_offset((m, k), start);
+        let mut out = xs.matmul(ws, (1, m, n, k), &x_rows, &wl.transpose(0, 1)?)?;
+        super::cuda::bias_act(&mut out, (bs, bl), n, self.0)?;
+        Ok((out, dense_shape(xl, n)))
     }
 
     fn bwd(
@@ -206,6 +242,12 @@ impl CustomOp1 for ColumnSum {
         });
         Ok((CpuStorage::F32(total), Shape::from(n)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (m, n) = xl.shape().dims2()?;
+        Ok((super::cuda::column_sum((xs, xl), m, n)?, Shape::from(n)))
+    }
 }
 
 /// Rows per parallel task for row-wise reductions.
@@ -214,7 +256,7 @@ fn rows_per_task(rows: usize, cols: usize) -> usize {
 }
 
 fn column_sum(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if super::has_kernels(x.device()) {
         x.contiguous()?.apply_op1_no_bwd(&ColumnSum)
     } else {
         x.sum(0)
@@ -247,13 +289,28 @@ impl CustomOp2 for ActMask {
         });
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &CudaStorage,
+        gl: &Layout,
+        ys: &CudaStorage,
+        yl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        if gl.shape() != yl.shape() {
+            bail!("act-mask: {:?} vs {:?}", gl.shape(), yl.shape());
+        }
+        let out = super::cuda::act_mask((gs, gl), (ys, yl), self.0)?;
+        Ok((out, gl.shape().clone()))
+    }
 }
 
 pub(super) fn act_mask(grad: &Tensor, act_out: &Tensor, act: Act) -> Result<Tensor> {
     if act == Act::Identity {
         return grad.contiguous();
     }
-    if grad.device().is_cpu() {
+    if super::has_kernels(grad.device()) {
         return grad
             .contiguous()?
             .apply_op2_no_bwd(&act_out.contiguous()?, &ActMask(act));
@@ -267,37 +324,10 @@ pub(super) fn act_mask(grad: &Tensor, act_out: &Tensor, act: Act) -> Result<Tens
 
 /// `act(x · Wᵀ + b)` over the last dimension of `x`: a dense layer, or a 1×1 conv on NHWC.
 pub fn dense(x: &Tensor, weight: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op3(weight, bias, Dense(act))
+    if super::has_kernels(x.device()) {
+        x.contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Dense(act))
     } else {
         super::dense_reference(x, weight, bias, act)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ops::{dense_reference, testing::check_grads};
-
-    #[test]
-    fn dense_matches_matmul_for_every_activation_and_tiling() {
-        // 3 rows → column tiles; 700 rows → row tiles with a ragged last tile.
-        for (rows, act) in [
-            (3, Act::Relu6),
-            (700, Act::Relu),
-            (700, Act::Identity),
-            (70, Act::Relu6),
-        ] {
-            check_grads(
-                &[&[rows, 19], &[37, 19], &[37]],
-                |t| dense(&t[0], &t[1], &t[2], act),
-                |t| dense_reference(&t[0], &t[1], &t[2], act),
-            );
-        }
-        check_grads(
-            &[&[2, 5, 3, 8], &[4, 8], &[4]],
-            |t| dense(&t[0], &t[1], &t[2], Act::Relu6),
-            |t| dense_reference(&t[0], &t[1], &t[2], Act::Relu6),
-        );
     }
 }

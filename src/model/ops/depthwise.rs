@@ -2,6 +2,8 @@
 
 use super::dense::{act_mask, parallel_sum};
 use super::{dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;
 
@@ -116,6 +118,21 @@ impl CustomOp3 for Depthwise {
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.ho, g.wo, g.c))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
+        let out = super::cuda::depthwise_forward((xs, xl), (ws, wl), (bs, bl), &g, self.act)?;
+        Ok((out, Shape::from((g.n, g.ho, g.wo, g.c))))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -159,16 +176,37 @@ impl CustomOp2 for DepthwiseGradInput {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let [grad, wt] = inputs(self.name(), [("grad", gs, gl), ("weight", ws, wl)])?;
-        let (n, ho, wo, c) = dims4(gl, self.name())?;
+        let g = self.geometry(gl)?;
+        let out = par_output(g.n * g.h * g.w * g.c, g.w * g.c, |row, o| {
+            dw_grad_input_row(grad, wt, &g, row, o)
+        });
+        Ok((CpuStorage::F32(out), Shape::from((g.n, g.h, g.w, g.c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &CudaStorage,
+        gl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = self.geometry(gl)?;
+        let out = super::cuda::depthwise_grad_input((gs, gl), (ws, wl), &g)?;
+        Ok((out, Shape::from((g.n, g.h, g.w, g.c))))
+    }
+}
+
+impl DepthwiseGradInput {
+    /// The conv's geometry, checked against the gradient's shape `[N,Ho,Wo,C]`.
+    fn geometry(&self, grad: &Layout) -> Result<Geometry> {
+        let (n, ho, wo, c) = dims4(grad, "depthwise3x3-grad-input")?;
         let (h, w) = self.input_hw;
         let g = Geometry::new(self.conv, (n, h, w, c));
         if (g.ho, g.wo) != (ho, wo) {
             bail!("depthwise grad: {ho}x{wo} does not come from {h}x{w}");
         }
-        let out = par_output(n * h * w * c, w * c, |row, o| {
-            dw_grad_input_row(grad, wt, &g, row, o)
-        });
-        Ok((CpuStorage::F32(out), Shape::from((n, h, w, c))))
+        Ok(g)
     }
 }
 
@@ -191,14 +229,7 @@ impl CustomOp2 for DepthwiseGradWeight {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let [x, grad] = inputs(self.name(), [("x", xs, xl), ("grad", gs, gl)])?;
-        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
-        if gl.shape().dims() != [g.n, g.ho, g.wo, g.c] {
-            bail!(
-                "depthwise grad {:?} does not match input {:?}",
-                gl.shape(),
-                xl.shape()
-            );
-        }
+        let g = self.geometry(xl, gl)?;
         let rows = g.n * g.ho;
         let per_task = rows.div_ceil(rayon::current_num_threads().max(1) * 4);
         let total = parallel_sum(rows, per_task, 10 * g.c, |rows, acc| {
@@ -207,6 +238,34 @@ impl CustomOp2 for DepthwiseGradWeight {
             }
         });
         Ok((CpuStorage::F32(total), Shape::from((10, g.c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = self.geometry(xl, gl)?;
+        let out = super::cuda::depthwise_grad_weight((xs, xl), (gs, gl), &g)?;
+        Ok((out, Shape::from((10, g.c))))
+    }
+}
+
+impl DepthwiseGradWeight {
+    /// The conv's geometry, checked to give the gradient's shape.
+    fn geometry(&self, x: &Layout, grad: &Layout) -> Result<Geometry> {
+        let g = Geometry::new(self.conv, dims4(x, "depthwise3x3-grad-weight")?);
+        if grad.shape().dims() != [g.n, g.ho, g.wo, g.c] {
+            bail!(
+                "depthwise grad {:?} does not match input {:?}",
+                grad.shape(),
+                x.shape()
+            );
+        }
+        Ok(g)
     }
 }
 
@@ -219,33 +278,13 @@ pub fn depthwise3x3(
     conv: Conv3x3,
     act: Act,
 ) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?
-            .apply_op3(&weight.contiguous()?, bias, Depthwise { conv, act })
+    if super::has_kernels(x.device()) {
+        x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            Depthwise { conv, act },
+        )
     } else {
         super::depthwise3x3_reference(x, weight, bias, conv, act)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ops::{depthwise3x3_reference, testing::check_grads};
-
-    #[test]
-    fn depthwise_matches_grouped_conv_forward_and_gradients() {
-        for (stride, h, w, act) in [
-            (1, 7, 6, Act::Relu6),
-            (2, 8, 8, Act::Relu6),
-            (2, 7, 9, Act::Identity),
-            (1, 1, 1, Act::Identity),
-        ] {
-            let conv = Conv3x3 { stride };
-            check_grads(
-                &[&[2, h, w, 5], &[3, 3, 5], &[5]],
-                |t| depthwise3x3(&t[0], &t[1], &t[2], conv, act),
-                |t| depthwise3x3_reference(&t[0], &t[1], &t[2], conv, act),
-            );
-        }
     }
 }

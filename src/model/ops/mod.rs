@@ -9,7 +9,10 @@
 //!   with candle's own ops.
 //!
 //! Each op has a hand-written backward, checked against the reference in the tests beside it.
-//! On other devices (CUDA) the same functions fall back to the reference ops.
+//! With the `cuda` feature the depthwise conv, the dense epilogue (after cuBLAS' GEMM), the
+//! activation masks and column sums, and the fused Adam step also run as CUDA kernels
+//! ([`cuda`], checked against the CPU by `affectcam selftest`); elsewhere (Metal), and for
+//! the stem, the same functions fall back to the reference ops.
 //!
 //! Inference only (no backward), for the face detector:
 //! - [`max_pool2x2`] and [`upsample2_add`] (nearest ×2 upsampling fused with an add), with
@@ -45,6 +48,9 @@ macro_rules! simd_dispatch {
     };
 }
 
+pub mod check;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 mod dense;
 mod depthwise;
 mod pointwise_depthwise;
@@ -65,6 +71,11 @@ pub use reference::{
 };
 pub use rgb_stem::{ChannelOrder, RgbStem};
 pub use stem::conv3x3_input;
+
+/// Whether the custom ops have kernels for `device` (else they run as the reference ops).
+fn has_kernels(device: &candle_core::Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
 
 /// Keras padding of a 3×3 convolution: stride 1 pads one pixel on every side; stride 2 pads
 /// only bottom/right (by one pixel on even inputs), as `ZeroPadding2D(correct_pad)` + "valid".
