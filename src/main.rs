@@ -4,7 +4,7 @@ use affectcam::cli::{
     SelftestArgs, TrainArgs,
 };
 use affectcam::detect::{DetectorConfig, FaceDetector};
-use affectcam::model::{select_device, AffectModel};
+use affectcam::model::{device_label, select_device, AffectModel, DeviceChoice};
 use affectcam::pipeline::{self, PipelineConfig};
 use affectcam::predict::predict_photo;
 use affectcam::selftest::{self, SelftestOptions};
@@ -114,8 +114,17 @@ fn run_pipeline(
     }
 }
 
+/// The device `choice` names; a GPU is said, since `auto` picks it silently.
+fn device(choice: DeviceChoice) -> Result<Device> {
+    let device = select_device(choice)?;
+    if device.is_cuda() {
+        eprintln!("model on {}", device_label(&device));
+    }
+    Ok(device)
+}
+
 fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
-    let device = select_device(args.device)?;
+    let device = device(args.device)?;
     let model = match &args.weights {
         Some(path) => AffectModel::load(path, &device)?,
         None => AffectModel::shipped(&device)?,
@@ -148,7 +157,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
 }
 
 fn train_cmd(args: &TrainArgs) -> Result<()> {
-    let device = select_device(args.device)?;
+    let device = device(args.device)?;
     let outcome = fit(&args.into(), &device)?;
     for (path, report) in &outcome.test_reports {
         println!(
@@ -193,7 +202,7 @@ fn predict_cmd(args: &PredictArgs) -> Result<()> {
 }
 
 fn selftest_cmd(args: &SelftestArgs) -> Result<()> {
-    let device = select_device(args.device)?;
+    let device = device(args.device)?;
     let report = selftest::run(&device, &SelftestOptions::from(args), |step| {
         eprintln!("{step}…")
     })?;

@@ -5,7 +5,7 @@
 
 use crate::bench::{peak_rss_mb, random_targets, time, Timing};
 use crate::model::ops::check::{self, OpCheck};
-use crate::model::{AffectModel, ModelMeta};
+use crate::model::{device_label, AffectModel, ModelMeta};
 use crate::train::{adam, Finetune, LearningRates, Trainer};
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -81,18 +81,6 @@ fn memory_mb(device: &Device) -> f64 {
     }
 }
 
-fn device_name(device: &Device) -> String {
-    match device {
-        #[cfg(feature = "cuda")]
-        Device::Cuda(dev) => {
-            let name = dev.cuda_stream().context().name().unwrap_or_default();
-            format!("cuda:0 ({name})")
-        }
-        Device::Cpu => "cpu".to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
 /// Runs the checks, then the timings; `progress` hears what starts.
 pub fn run(
     device: &Device,
@@ -146,7 +134,7 @@ pub fn run(
         peak = peak.max(memory_mb(device));
     }
     Ok(SelftestReport {
-        device: device_name(device),
+        device: device_label(device),
         ops,
         adam_errors,
         passed,

@@ -128,6 +128,19 @@ pub enum DeviceError {
     NoCudaDevice(candle_core::Error),
 }
 
+/// "cpu", or "cuda:0 (GPU NAME)".
+pub fn device_label(device: &Device) -> String {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            let name = dev.cuda_stream().context().name().unwrap_or_default();
+            format!("cuda:0 ({name})")
+        }
+        Device::Cpu => "cpu".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 pub fn select_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
