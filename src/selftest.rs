@@ -56,6 +56,8 @@ impl BatchTiming {
 pub struct SelftestReport {
     /// "cpu" or "cuda:0 (NAME)".
     pub device: String,
+    /// The instruction set of the CPU kernels (`AFFECTCAM_SIMD` caps it).
+    pub cpu_simd: String,
     pub ops: Vec<OpCheck>,
     /// Largest displacement error of each tensor of the Adam check, relative to lr·steps.
     pub adam_errors: Vec<f32>,
@@ -135,6 +137,7 @@ pub fn run(
     }
     Ok(SelftestReport {
         device: device_label(device),
+        cpu_simd: format!("{:?}", crate::model::ops::simd_level()),
         ops,
         adam_errors,
         passed,
@@ -147,7 +150,10 @@ pub fn run(
 impl SelftestReport {
     /// The report as lines of text.
     pub fn summary(&self) -> String {
-        let mut lines = vec![format!("device {}", self.device)];
+        let mut lines = vec![format!(
+            "device {}  (CPU kernels: {})",
+            self.device, self.cpu_simd
+        )];
         for op in &self.ops {
             lines.push(format!(
                 "  {} {:32} {:40} max rel. error {:.1e}",

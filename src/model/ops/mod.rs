@@ -25,8 +25,53 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Runs `body` compiled for AVX2+FMA when the CPU has them, so the inner channel loops
-/// vectorise with fused multiply-adds while the binary still runs on any x86-64.
+/// The instruction sets the kernels are compiled for, best last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    /// Baseline x86-64 (SSE2) or another architecture.
+    Scalar,
+    /// AVX2 + FMA (256-bit).
+    Avx2,
+    /// AVX-512 F + AVX2 + FMA (512-bit).
+    Avx512,
+}
+
+/// Environment variable that caps the kernels' instruction set (`scalar`, `avx2`, `avx512`), so
+/// every path can be run and tested on a CPU that has the best one.
+pub const SIMD_ENV: &str = "AFFECTCAM_SIMD";
+
+/// The instruction set the kernels use: the best this CPU has, capped by [`SIMD_ENV`]; chosen
+/// once, at the first kernel call.
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var(SIMD_ENV).as_deref() {
+            Ok("scalar") => SimdLevel::Scalar,
+            Ok("avx2") => SimdLevel::Avx2,
+            _ => SimdLevel::Avx512,
+        };
+        detected_simd_level().min(cap)
+    })
+}
+
+fn detected_simd_level() -> SimdLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            return if has!("avx512f") {
+                SimdLevel::Avx512
+            } else {
+                SimdLevel::Avx2
+            };
+        }
+    }
+    SimdLevel::Scalar
+}
+
+/// Runs `body` compiled for the best instruction set [`simd_level`] allows (AVX-512 or
+/// AVX2+FMA), so the inner channel loops vectorise with fused multiply-adds while the binary
+/// still runs on any x86-64.
 macro_rules! simd_dispatch {
     ($vis:vis $name:ident, fn $(<$lt:lifetime>)? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $vis fn $name $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? {
@@ -34,13 +79,18 @@ macro_rules! simd_dispatch {
             fn generic $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512 $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2 $(<$lt>)? ($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU was just checked to support AVX2 and FMA.
-                    return unsafe { avx2($($arg),*) };
+                match $crate::model::ops::simd_level() {
+                    // SAFETY: simd_level() returns Avx512 only on a CPU detected to have
+                    // AVX-512 F, AVX2 and FMA.
+                    $crate::model::ops::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: simd_level() returns Avx2 only on a CPU detected to have AVX2
+                    // and FMA.
+                    $crate::model::ops::SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::model::ops::SimdLevel::Scalar => {}
                 }
             }
             generic($($arg),*)
