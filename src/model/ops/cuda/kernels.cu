@@ -13,7 +13,8 @@
 
 __device__ __forceinline__ float act_apply(float v, int act) {
     if (act == ACT_RELU) return fmaxf(v, 0.0f);
-    if (act == ACT_RELU6) return fminf(fmaxf(v, 0.0f), 6.0f);
+    // NaN passes through, as Rust's clamp on the CPU keeps it (fmaxf would turn it into 0).
+    if (act == ACT_RELU6) return v != v ? v : fminf(fmaxf(v, 0.0f), 6.0f);
     return v;
 }
 

@@ -37,13 +37,14 @@ struct KernelGeometry {
 // (eight `int`), with no pointers or padding: copying its bytes to the kernel is sound.
 unsafe impl DeviceRepr for KernelGeometry {}
 
+/// `v` as a kernel's `int`.
+fn int(v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| candle_core::Error::Msg(format!("{v} is too large for the CUDA kernels")))
+}
+
 impl KernelGeometry {
     fn new(g: &Geometry) -> Result<Self> {
-        let int = |v: usize| {
-            i32::try_from(v).map_err(|_| {
-                candle_core::Error::Msg(format!("{v} is too large for the CUDA kernels"))
-            })
-        };
         Ok(Self {
             n: int(g.n)?,
             h: int(g.h)?,
@@ -85,7 +86,7 @@ fn view<'a>(
 
 /// A grid-stride launch over `total` elements (the grid is capped; each thread loops).
 fn elementwise(total: usize) -> LaunchConfig {
-    let blocks = total.div_ceil(BLOCK as usize).clamp(1, 65_535) as u32;
+    let blocks = total.div_ceil(BLOCK as usize).min(65_535) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (BLOCK, 1, 1),
@@ -104,16 +105,20 @@ fn reduction(rows: usize, cols: usize) -> LaunchConfig {
     }
 }
 
-/// Launches kernel `$name` of kernels.cu with `$cfg` and the arguments in order.
+/// Launches kernel `$name` of kernels.cu with `$cfg` and the arguments in order; an empty
+/// grid (no elements: nothing to do) is not launched, as CUDA rejects zero blocks.
 macro_rules! launch {
     ($dev:expr, $name:literal, $cfg:expr, $($arg:expr),+ $(,)?) => {{
-        let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
-        let mut builder = func.builder();
-        $(builder.arg($arg);)+
-        // SAFETY: the arguments match the kernel's parameter list in kernels.cu in number,
-        // order and type, and the caller checked that every buffer holds the elements the
-        // kernel indexes for the sizes passed.
-        unsafe { builder.launch($cfg) }.w()?;
+        let cfg: LaunchConfig = $cfg;
+        if cfg.grid_dim.0 > 0 {
+            let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
+            let mut builder = func.builder();
+            $(builder.arg($arg);)+
+            // SAFETY: the arguments match the kernel's parameter list in kernels.cu in number,
+            // order and type, and the caller checked that every buffer holds the elements the
+            // kernel indexes for the sizes passed.
+            unsafe { builder.launch(cfg) }.w()?;
+        }
     }};
 }
 
@@ -136,7 +141,7 @@ pub(super) fn depthwise_forward(
     let bias = view(OP, "bias", bias.0, bias.1, g.c)?;
     let total = g.n * g.ho * g.wo * g.c;
     // SAFETY: every element is written by the kernel below before anything reads it.
-    let out = unsafe { dev.alloc::<f32>(total)? };
+    let mut out = unsafe { dev.alloc::<f32>(total)? };
     let (geometry, act) = (KernelGeometry::new(g)?, act_code(act));
     launch!(
         dev,
@@ -145,7 +150,7 @@ pub(super) fn depthwise_forward(
         &x,
         &weight,
         &bias,
-        &out,
+        &mut out,
         &geometry,
         &act
     );
@@ -164,7 +169,7 @@ pub(super) fn depthwise_grad_input(
     let weight = view(OP, "weight", weight.0, weight.1, 9 * g.c)?;
     let total = g.n * g.h * g.w * g.c;
     // SAFETY: every element is written by the kernel below before anything reads it.
-    let out = unsafe { dev.alloc::<f32>(total)? };
+    let mut out = unsafe { dev.alloc::<f32>(total)? };
     let geometry = KernelGeometry::new(g)?;
     launch!(
         dev,
@@ -172,7 +177,7 @@ pub(super) fn depthwise_grad_input(
         elementwise(total),
         &grad,
         &weight,
-        &out,
+        &mut out,
         &geometry
     );
     Ok(wrap(out, dev))
@@ -188,7 +193,7 @@ pub(super) fn depthwise_grad_weight(
     let dev = x.0.device();
     let x = view(OP, "x", x.0, x.1, g.n * g.h * g.w * g.c)?;
     let grad = view(OP, "grad", grad.0, grad.1, g.n * g.ho * g.wo * g.c)?;
-    let out = dev.alloc_zeros::<f32>(10 * g.c)?;
+    let mut out = dev.alloc_zeros::<f32>(10 * g.c)?;
     let geometry = KernelGeometry::new(g)?;
     let cfg = reduction(g.n * g.ho * g.wo, g.c);
     launch!(
@@ -197,7 +202,7 @@ pub(super) fn depthwise_grad_weight(
         cfg,
         &x,
         &grad,
-        &out,
+        &mut out,
         &geometry
     );
     Ok(wrap(out, dev))
@@ -211,14 +216,14 @@ pub(super) fn column_sum(
 ) -> Result<CudaStorage> {
     let dev = x.0.device();
     let x = view("column-sum", "x", x.0, x.1, rows * cols)?;
-    let out = dev.alloc_zeros::<f32>(cols)?;
-    let (rows_arg, cols_arg) = (rows as i64, cols as i32);
+    let mut out = dev.alloc_zeros::<f32>(cols)?;
+    let (rows_arg, cols_arg) = (rows as i64, int(cols)?);
     launch!(
         dev,
         "column_sum",
         reduction(rows, cols),
         &x,
-        &out,
+        &mut out,
         &rows_arg,
         &cols_arg
     );
@@ -239,7 +244,7 @@ pub(super) fn bias_act(
     if cols == 0 || total % cols != 0 {
         bail!("dense-act: {total} values are not rows of {cols}");
     }
-    let (total_arg, cols_arg, act) = (total as i64, cols as i32, act_code(act));
+    let (total_arg, cols_arg, act) = (total as i64, int(cols)?, act_code(act));
     launch!(
         dev,
         "bias_act",
@@ -264,7 +269,7 @@ pub(super) fn act_mask(
     let grad = view("act-mask", "grad", grad.0, grad.1, total)?;
     let y = view("act-mask", "output", y.0, y.1, total)?;
     // SAFETY: every element is written by the kernel below before anything reads it.
-    let out = unsafe { dev.alloc::<f32>(total)? };
+    let mut out = unsafe { dev.alloc::<f32>(total)? };
     let (total_arg, act) = (total as i64, act_code(act));
     launch!(
         dev,
@@ -272,7 +277,7 @@ pub(super) fn act_mask(
         elementwise(total),
         &grad,
         &y,
-        &out,
+        &mut out,
         &total_arg,
         &act
     );
