@@ -3,7 +3,7 @@
 # logging faces, with a status line every minute (RSS, threads, open files, fps, latency);
 # then the curves as PNGs. Usage:
 #
-#   ffmpeg -stream_loop 190 -i ../shared/clips/crying_to_laughing.mp4 -c copy /tmp/long.mp4
+#   ffmpeg -stream_loop 215 -i ../shared/clips/crying_to_laughing.mp4 -c copy /tmp/long.mp4  # 101,952 frames
 #   benches/soak.sh /tmp/long.mp4 soak/
 #
 # Leaves soak/live.log, soak/stats.json and soak/soak_*.png (the recording and face log are
