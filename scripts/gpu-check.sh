@@ -78,10 +78,11 @@ result = {
     "steps": {s: rc(s) for s in ["selftest", "eval_cuda", "eval_cpu", "eval_auto", "train_epoch"]},
     "selftest": load("selftest.json"),
     "eval_metrics_differing_at_3_decimals": differ,
+    "auto_picked_the_gpu": "model on cuda" in open(os.path.join(out, "eval_auto.txt")).read(),
     "eval_cuda": cuda,
     "train_epoch_log_tail": open(os.path.join(out, "train_epoch.txt")).read()[-3000:],
 }
 with open(os.path.join(out, "gpu-check.json"), "w") as f:
     json.dump(result, f, indent=1)
-print(json.dumps({k: result[k] for k in ["gpu", "steps", "eval_metrics_differing_at_3_decimals"]}, indent=1))
+print(json.dumps({k: result[k] for k in ["gpu", "steps", "eval_metrics_differing_at_3_decimals", "auto_picked_the_gpu"]}, indent=1))
 PY

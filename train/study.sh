@@ -100,14 +100,17 @@ for name in names:
     mux = json.load(open(f"{d}/eval_muxspace.json"))["classification"]
     dif = json.load(open(f"{d}/eval_diffusionfer.json"))["classification"]
     recall = {c["class"]: c["recall"] for c in fer["per_class"]}
-    rows.append((name, fer, mux, dif, recall))
+    adjust = f"{d}/logit_adjustment.json"
+    tau = json.load(open(adjust))["tau"] if os.path.exists(adjust) else None
+    rows.append((name, fer, mux, dif, recall, tau))
 if rows:
     print()
-    print("| run | FER+ acc | FER+ F1 | FER+ bal. acc | muxspace F1 | muxspace bal. acc | DiffusionFER F1 | mean F1 | FER+ recall disgust / fear / anger / contempt |")
-    print("|---|---|---|---|---|---|---|---|---|")
-for name, fer, mux, dif, recall in rows:
+    print("| run | τ | FER+ acc | FER+ F1 | FER+ bal. acc | muxspace F1 | muxspace bal. acc | DiffusionFER F1 | mean F1 | FER+ recall disgust / fear / anger / contempt |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+for name, fer, mux, dif, recall, tau in rows:
     mean = (fer["f1_macro"] + mux["f1_macro"] + dif["f1_macro"]) / 3
     r = " / ".join(f"{recall.get(c, float('nan')):.2f}" for c in ["disgust", "fear", "anger", "contempt"])
-    print(f"| {name} | {fer['accuracy']:.3f} | {fer['f1_macro']:.3f} | {fer['balanced_accuracy']:.3f} "
+    t = "–" if tau is None else f"{tau:g}"
+    print(f"| {name} | {t} | {fer['accuracy']:.3f} | {fer['f1_macro']:.3f} | {fer['balanced_accuracy']:.3f} "
           f"| {mux['f1_macro']:.3f} | {mux['balanced_accuracy']:.3f} | {dif['f1_macro']:.3f} | {mean:.3f} | {r} |")
 PY
