@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the GPU check for a machine with an NVIDIA GPU but no Rust toolchain: builds the
 # CUDA binary (scripts/ci-cuda.sh's toolchain), strips and compresses it, and packs FER+ Test
-# and Valid from ../shared, into gpu-check/ (ignored by git; about 30 MB). Carry gpu-check/
+# and Valid from ../shared, into gpu-check/ (ignored by git; 42 MB). Carry gpu-check/
 # to the GPU machine's copy of this repository and run scripts/gpu-check.sh there.
 #
 #   scripts/gpu-pack.sh [CUDA_COMPUTE_CAP]    # default 90 (H100/H200); a laptop GPU: its own, e.g. 86
