@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI's CUDA build: compiles `--features cuda` on a machine with no GPU and no driver, then
-# smoke-tests that binary: --help, `predict --device cpu` gives the CPU build's output,
+# CI's CUDA build: compiles `--features cuda` on a machine with no GPU and no driver (and
+# lints it), then smoke-tests that binary: --help, `predict --device cpu` gives the CPU build's output,
 # `--device cuda` ends in one clear line, and the self-check passes on the CPU.
 #
 #   scripts/ci-cuda.sh            # after `cargo build --release` (the CPU build to compare with)
@@ -29,6 +29,8 @@ fi
     # shellcheck source=/dev/null
     source "$prefix/env.sh"
     cargo build --release --features cuda --target-dir target/cuda --bin affectcam
+    # The CUDA-only code is clippy-clean too (the README's clippy sees the CPU build).
+    cargo clippy --release --features cuda --target-dir target/cuda --all-targets -- -D warnings
 )
 cuda_bin=target/cuda/release/affectcam
 cpu_bin=target/release/affectcam
