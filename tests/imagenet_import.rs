@@ -3,9 +3,10 @@
 
 mod common;
 
+use affectcam::model::import::import_keras_imagenet;
 use affectcam::model::mobilenetv2::MobileNetV2;
 use affectcam::model::preprocess::{ColorMode, Preprocess};
-use affectcam::model::weights::{import_keras_imagenet, read_safetensors};
+use affectcam::model::weights::read_safetensors;
 use candle_core::{DType, Device, D};
 use candle_nn::VarBuilder;
 

@@ -270,7 +270,8 @@ impl YunetDetector {
     ) -> std::result::Result<Self, DetectError> {
         let device = Device::Cpu;
         let file = weights::parse_safetensors(name, bytes, &device)?;
-        let tensors = weights::oihw_to_nhwc_layouts(name, file.tensors, |n| n.contains(".dw."))?;
+        let tensors =
+            crate::model::import::oihw_to_nhwc_layouts(name, file.tensors, |n| n.contains(".dw."))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let net = Yunet::new(vb, &YunetConfig::LIBFACEDETECTION).map_err(|source| {
             weights::WeightsError::Tensor {

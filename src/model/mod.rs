@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod head;
+pub mod import;
 pub mod labels;
 pub mod mobilenetv2;
 pub mod ops;

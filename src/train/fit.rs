@@ -11,7 +11,7 @@ use super::Trainer;
 use crate::eval::{self, metrics::EvalReport};
 use crate::model::backbone::Arch;
 use crate::model::labels::NUM_EMOTIONS;
-use crate::model::weights;
+use crate::model::{import, weights};
 use crate::model::{AffectModel, ModelMeta};
 use crate::run_error::{io_err, RunError};
 use candle_core::{Device, Tensor};
@@ -142,8 +142,8 @@ fn new_trainer(cfg: &TrainConfig, meta: &ModelMeta, device: &Device) -> Result<T
         Some(path) => {
             let keras = weights::read_safetensors(path, device)?.tensors;
             match cfg.arch {
-                Arch::MobileNetV2 => weights::import_keras_imagenet(path, keras)?,
-                Arch::Vgg16 => weights::import_keras_vgg16(path, keras)?,
+                Arch::MobileNetV2 => import::import_keras_imagenet(path, keras)?,
+                Arch::Vgg16 => import::import_keras_vgg16(path, keras)?,
             }
         }
         None => HashMap::new(),
