@@ -120,7 +120,7 @@ pub fn peak_rss_mb() -> f64 {
     crate::pipeline::stats::proc_status_field("VmHWM:").map_or(f64::NAN, |kb| kb as f64 / 1024.0)
 }
 
-pub(crate) fn random_targets(n: usize, device: &Device) -> Result<Targets> {
+fn random_targets(n: usize, device: &Device) -> Result<Targets> {
     let labels: Vec<u32> = (0..n as u32).map(|i| i % NUM_EMOTIONS as u32).collect();
     let labels = Tensor::new(labels, device)?;
     Ok(Targets {
@@ -128,6 +128,57 @@ pub(crate) fn random_targets(n: usize, device: &Device) -> Result<Targets> {
         emotion_weight: Tensor::ones(n, candle_core::DType::F32, device)?,
         valence_arousal: Tensor::zeros((n, 2), candle_core::DType::F32, device)?,
         va_mask: Tensor::ones(n, candle_core::DType::F32, device)?,
+    })
+}
+
+/// Times `model` on random images of `batch` (waiting for the device each time).
+pub fn time_inference(
+    model: &AffectModel,
+    device: &Device,
+    batch: usize,
+    warmup: usize,
+    reps: usize,
+) -> Result<Timing> {
+    let size = model.meta.preprocess.input_size;
+    let x = Tensor::rand(-1f32, 1f32, (batch, size, size, 3), device)?;
+    time(warmup, reps, || {
+        let out = model.forward(&x)?;
+        device.synchronize()?;
+        Ok(out)
+    })
+}
+
+/// Times training steps (forward, backward, Adam) of a fresh `meta` model trained as
+/// `finetune`, on random inputs of `batch` of the kind it takes (images, the activation at its
+/// boundary, or pooled features) and random targets.
+pub fn time_train_step(
+    meta: &ModelMeta,
+    device: &Device,
+    finetune: Finetune,
+    batch: usize,
+    warmup: usize,
+    reps: usize,
+) -> Result<Timing> {
+    let lr = LearningRates {
+        trunk: 1e-4,
+        head: 1e-3,
+    };
+    let mut trainer = Trainer::new(HashMap::new(), meta.clone(), finetune, lr, device)?;
+    let size = meta.preprocess.input_size;
+    let inputs = match finetune {
+        Finetune::All => Tensor::rand(-1f32, 1f32, (batch, size, size, 3), device)?,
+        Finetune::FromBlock(k) => {
+            let [h, w, c] = meta.arch.boundary_shape(size, k);
+            Tensor::rand(0f32, 1f32, (batch, h, w, c), device)?
+        }
+        Finetune::HeadOnly => {
+            Tensor::rand(0f32, 1f32, (batch, meta.arch.feature_channels()), device)?
+        }
+    };
+    let targets = random_targets(batch, device)?;
+    time(warmup, reps, || {
+        trainer.step(&inputs, &targets)?;
+        device.synchronize()
     })
 }
 
@@ -228,38 +279,22 @@ pub fn run(
     with_training: bool,
 ) -> Result<BenchReport> {
     let size = model.meta.preprocess.input_size;
-    let image = |n: usize| Tensor::rand(-1f32, 1f32, (n, size, size, 3), device);
-    let x1 = image(1)?;
-    let batch1 = time(5, reps * 4, || {
-        let out = model.forward(&x1)?;
-        device.synchronize()?;
-        Ok(out)
-    })?;
-    let x32 = image(32)?;
-    let batch32 = time(2, reps, || {
-        let out = model.forward(&x32)?;
-        device.synchronize()?;
-        Ok(out)
-    })?;
+    let batch1 = time_inference(model, device, 1, 5, reps * 4)?;
+    let batch32 = time_inference(model, device, 32, 2, reps)?;
     let peak_rss_mb = peak_rss_mb();
     let (mut full, mut last4) = (None, None);
     if with_training {
-        let lr = LearningRates {
-            trunk: 1e-4,
-            head: 1e-3,
-        };
-        let init: HashMap<String, Tensor> = HashMap::new();
-        let targets = random_targets(32, device)?;
-        let mut trainer =
-            Trainer::new(init.clone(), model.meta.clone(), Finetune::All, lr, device)?;
-        full = Some(time(1, reps.div_ceil(2), || trainer.step(&x32, &targets))?);
-        let arch = model.meta.arch;
-        let k = arch.num_blocks() - 4;
-        let mut trainer =
-            Trainer::new(init, model.meta.clone(), Finetune::FromBlock(k), lr, device)?;
-        let [h, w, c] = arch.boundary_shape(size, k);
-        let boundary = Tensor::rand(0f32, 1f32, (32, h, w, c), device)?;
-        last4 = Some(time(2, reps, || trainer.step(&boundary, &targets))?);
+        let meta = &model.meta;
+        full = Some(time_train_step(
+            meta,
+            device,
+            Finetune::All,
+            32,
+            1,
+            reps.div_ceil(2),
+        )?);
+        let last4_blocks = Finetune::FromBlock(meta.arch.num_blocks() - 4);
+        last4 = Some(time_train_step(meta, device, last4_blocks, 32, 2, reps)?);
     }
     Ok(BenchReport {
         threads: candle_core::utils::get_num_threads(),

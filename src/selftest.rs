@@ -3,13 +3,12 @@
 //! reference ops on the CPU, the fused Adam step against candle-nn's AdamW on the CPU, then
 //! the model's inference and full training-step times there and the memory in use.
 
-use crate::bench::{peak_rss_mb, random_targets, time, Timing};
+use crate::bench::{peak_rss_mb, time_inference, time_train_step, Timing};
 use crate::model::ops::check::{self, OpCheck};
 use crate::model::{device_label, AffectModel, ModelMeta};
-use crate::train::{adam, Finetune, LearningRates, Trainer};
-use candle_core::{DType, Device, Result, Tensor};
+use crate::train::{adam, Finetune};
+use candle_core::{DType, Device, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// What to measure after the op checks.
 #[derive(Debug, Clone)]
@@ -99,39 +98,18 @@ pub fn run(
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = AffectModel::new(vb, ModelMeta::default())?;
-    let size = model.meta.preprocess.input_size;
-    let images = |n: usize| Tensor::rand(-1f32, 1f32, (n, size, size, 3), device);
     let mut inference = Vec::new();
     for &batch in &options.batches {
         progress(&format!("timing inference at batch {batch}"));
-        let x = images(batch)?;
-        let timing = time(3, options.reps, || {
-            let out = model.forward(&x)?;
-            device.synchronize()?;
-            Ok(out)
-        })?;
+        let timing = time_inference(&model, device, batch, 3, options.reps)?;
         inference.push(BatchTiming::new(batch, timing));
         peak = peak.max(memory_mb(device));
     }
     let mut train_step_full = Vec::new();
     for &batch in &options.train_batches {
         progress(&format!("timing a full training step at batch {batch}"));
-        let lr = LearningRates {
-            trunk: 1e-4,
-            head: 1e-3,
-        };
-        let mut trainer = Trainer::new(
-            HashMap::new(),
-            model.meta.clone(),
-            Finetune::All,
-            lr,
-            device,
-        )?;
-        let (x, targets) = (images(batch)?, random_targets(batch, device)?);
-        let timing = time(1, options.reps.div_ceil(2), || {
-            trainer.step(&x, &targets)?;
-            device.synchronize()
-        })?;
+        let reps = options.reps.div_ceil(2);
+        let timing = time_train_step(&model.meta, device, Finetune::All, batch, 1, reps)?;
         train_step_full.push(BatchTiming::new(batch, timing));
         peak = peak.max(memory_mb(device));
     }
