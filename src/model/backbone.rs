@@ -22,6 +22,8 @@ pub enum Arch {
 }
 
 impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::MobileNetV2, Arch::Vgg16];
+
     /// The weights-file metadata value.
     pub fn metadata_name(self) -> &'static str {
         match self {
@@ -31,9 +33,7 @@ impl Arch {
     }
 
     pub fn from_metadata_name(name: &str) -> Option<Self> {
-        [Arch::MobileNetV2, Arch::Vgg16]
-            .into_iter()
-            .find(|a| a.metadata_name() == name)
+        Arch::ALL.into_iter().find(|a| a.metadata_name() == name)
     }
 
     /// Where `train` looks for the arch's Keras ImageNet weights without `--init` (VGG16's

@@ -127,15 +127,11 @@ impl ModelMeta {
         };
         let arch_name = get("arch")?;
         let arch = Arch::from_metadata_name(arch_name).ok_or_else(|| {
-            mismatch(
-                "arch",
-                arch_name,
-                &format!(
-                    "`{}` or `{}`",
-                    Arch::MobileNetV2.metadata_name(),
-                    Arch::Vgg16.metadata_name()
-                ),
-            )
+            let names: Vec<String> = Arch::ALL
+                .iter()
+                .map(|a| format!("`{}`", a.metadata_name()))
+                .collect();
+            mismatch("arch", arch_name, &names.join(" or "))
         })?;
         exact("classes", &EMOTIONS.join(","))?;
         exact("normalize", NORMALIZE)?;

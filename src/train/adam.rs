@@ -202,12 +202,8 @@ pub enum Adam {
 
 impl Adam {
     pub fn new(vars: Vec<Var>, params: AdamParams) -> Result<Self> {
-        let moments: Option<Vec<Moments>> = vars
-            .iter()
-            .map(Moments::zeros)
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .collect();
+        let moments: Option<Vec<Moments>> =
+            vars.iter().map(Moments::zeros).collect::<Result<_>>()?;
         let Some(moments) = moments else {
             let params = candle_nn::ParamsAdamW {
                 lr: params.lr,

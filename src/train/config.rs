@@ -76,7 +76,7 @@ pub struct TrainConfig {
     pub class_weights: ClassWeights,
     /// Trainable trunk blocks from the end: `Some(0)` head only, `None` everything.
     pub finetune_blocks: Option<usize>,
-    /// ImageNet weights of the trunk to start from (Keras names, see `model::weights`);
+    /// ImageNet weights of the trunk to start from (Keras names, see `model::import`);
     /// `None` trains from scratch.
     pub init: Option<PathBuf>,
     /// How faces become network inputs; stored with the weights.

@@ -8,11 +8,12 @@
 //! - [`dense_reference`], [`depthwise3x3_reference`], [`conv3x3_input_reference`]: the same
 //!   with candle's own ops.
 //!
-//! Each op has a hand-written backward, checked against the reference in the tests beside it.
+//! Each op has a hand-written backward, checked against the reference by [`check`] (in the unit
+//! tests, and by `affectcam selftest` on any device).
 //! With the `cuda` feature the depthwise conv, the dense epilogue (after cuBLAS' GEMM), the
 //! activation masks and column sums, and the fused Adam step also run as CUDA kernels
-//! ([`cuda`], checked against the CPU by `affectcam selftest`); elsewhere (Metal), and for
-//! the stem, the same functions fall back to the reference ops.
+//! (`cuda`); elsewhere (Metal), and for the stem, the same functions fall back to the
+//! reference ops.
 //!
 //! Inference only (no backward), for the face detector:
 //! - [`max_pool2x2`] and [`upsample2_add`] (nearest ×2 upsampling fused with an add), with

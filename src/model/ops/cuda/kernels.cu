@@ -30,6 +30,22 @@ struct Geometry {
     int n, h, w, c, ho, wo, stride, pad;
 };
 
+// The coordinates of flat index i in an NHWC tensor [N, h, w, c].
+struct Pixel {
+    int n, y, x, c;
+};
+
+__device__ __forceinline__ Pixel unravel(long long i, int h, int w, int c) {
+    Pixel p;
+    p.c = (int)(i % c);
+    long long r = i / c;
+    p.x = (int)(r % w);
+    r /= w;
+    p.y = (int)(r % h);
+    p.n = (int)(r / h);
+    return p;
+}
+
 #define GRID_STRIDE(i, total) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
          i += (long long)gridDim.x * blockDim.x)
@@ -40,12 +56,8 @@ extern "C" __global__ void depthwise3x3_forward(const float* x, const float* wei
                                                 int act) {
     long long total = (long long)g.n * g.ho * g.wo * g.c;
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % g.c);
-        long long r = i / g.c;
-        int ow = (int)(r % g.wo);
-        r /= g.wo;
-        int oh = (int)(r % g.ho);
-        int n = (int)(r / g.ho);
+        Pixel o = unravel(i, g.ho, g.wo, g.c);
+        int n = o.n, oh = o.y, ow = o.x, ch = o.c;
         float acc = bias[ch];
         for (int kh = 0; kh < 3; ++kh) {
             int ih = oh * g.stride + kh - g.pad;
@@ -74,12 +86,8 @@ extern "C" __global__ void depthwise3x3_grad_input(const float* grad, const floa
                                                    float* out, Geometry g) {
     long long total = (long long)g.n * g.h * g.w * g.c;
     GRID_STRIDE(i, total) {
-        int ch = (int)(i % g.c);
-        long long r = i / g.c;
-        int iw = (int)(r % g.w);
-        r /= g.w;
-        int ih = (int)(r % g.h);
-        int n = (int)(r / g.h);
+        Pixel in = unravel(i, g.h, g.w, g.c);
+        int n = in.n, ih = in.y, iw = in.x, ch = in.c;
         float acc = 0.0f;
         for (int kh = 0; kh < 3; ++kh) {
             int oh = output_at(ih, kh, g.ho, g);
@@ -127,10 +135,8 @@ extern "C" __global__ void depthwise3x3_grad_weight(const float* x, const float*
     if (active) {
         for (long long p = (long long)blockIdx.y * REDUCE_Y + threadIdx.y; p < positions;
              p += (long long)gridDim.y * REDUCE_Y) {
-            int ow = (int)(p % g.wo);
-            long long r = p / g.wo;
-            int oh = (int)(r % g.ho);
-            int n = (int)(r / g.ho);
+            Pixel o = unravel(p, g.ho, g.wo, 1);
+            int n = o.n, oh = o.y, ow = o.x;
             float go = grad[p * g.c + ch];
             acc[9] += go;
             for (int kh = 0; kh < 3; ++kh) {
