@@ -58,8 +58,8 @@ impl Moments {
             }),
             #[cfg(feature = "cuda")]
             Device::Cuda(dev) => Some(Moments::Cuda {
-                first: crate::model::ops::cuda::zeros(dev, n)?,
-                second: crate::model::ops::cuda::zeros(dev, n)?,
+                first: dev.alloc_zeros::<f32>(n)?,
+                second: dev.alloc_zeros::<f32>(n)?,
             }),
             _ => None,
         })

@@ -284,11 +284,6 @@ pub(super) fn act_mask(
     Ok(wrap(out, dev))
 }
 
-/// Zeroed Adam moments for a parameter of `len` values on `dev`.
-pub(crate) fn zeros(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
-    dev.alloc_zeros::<f32>(len)
-}
-
 /// One fused Adam step in place on `theta` with its moments `m` and `v`; `scalars` are the
 /// kernel's last six parameters: β₁, β₂, 1 - β₁, 1 - β₂, step size and ε (bias-corrected).
 pub(crate) fn adam_update(
