@@ -27,8 +27,8 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The ImageNet weights training should start from are not there.
-    #[error("ImageNet weights not found at {0}; pass --init FILE (Keras' VGG16 .h5 converts with scripts/keras_h5_to_safetensors.py) or --init none")]
+    /// The weights training should start from are not there.
+    #[error("initial weights not found at {0}; pass --init FILE (ImageNet or affectcam weights; Keras' VGG16 .h5 converts with scripts/keras_h5_to_safetensors.py) or --init none")]
     InitNotFound(PathBuf),
     /// The training settings cannot work together.
     #[error("{0}")]

@@ -455,3 +455,61 @@ fn vgg16_trains_and_its_weights_load_and_a_missing_init_is_one_line() {
     assert!(ok, "predict failed: {stderr}");
     assert!(stdout.contains("valence"), "{stdout}");
 }
+
+#[test]
+fn training_continues_from_affectcam_weights_head_included() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ferplus = shared.join("data/ferplus");
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/affectcam-mobilenetv2.safetensors");
+    let run_dir = tmp.path().join("run");
+    let cache = tmp.path().join("cache");
+    let args = |color: &'static str| {
+        vec![
+            "train".to_string(),
+            "--init".into(),
+            s(&shipped).into(),
+            "--data".into(),
+            s(&ferplus).into(),
+            "--color".into(),
+            color.into(),
+            "--finetune-blocks".into(),
+            "0".into(),
+            "--lr-head".into(),
+            "1e-7".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--limit".into(),
+            "200".into(),
+            "--no-logit-adjust".into(),
+            "--out".into(),
+            s(&run_dir).into(),
+            "--cache-dir".into(),
+            s(&cache).into(),
+            "--device".into(),
+            "cpu".into(),
+        ]
+    };
+    // Another input colour than the weights were trained on: one line, no panic.
+    let out = common::affectcam().args(args("rgb")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("weights of mobilenetv2 on gray input") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // With a learning rate near zero the run keeps the shipped model's skill: a fresh head
+    // would be near chance on 8 classes.
+    let out = common::affectcam().args(args("gray")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = common::read_json(&run_dir.join("eval_test_ferplus.json"));
+    let accuracy = report["classification"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.7, "accuracy {accuracy}");
+}

@@ -55,6 +55,10 @@ for v in "${variants[@]}"; do
         # Second study: + muxspace, augmentation, warm-up + cosine, label smoothing 0.05, weak
         # V/A 0.05, logit adjustment (the defaults).
         v2) run v2 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --epochs 6 ;;
+        # Third: v2's weights (from the v2 run) trained 5 more epochs on a fresh, lower warm-up +
+        # cosine (v2's validation loss was still falling when its cosine ended), weak V/A 0.15.
+        v3) run v3 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --init runs/study/v2/weights.safetensors \
+            --epochs 5 --lr-trunk 5e-5 --lr-head 5e-4 --warmup-steps 100 --weak-va 0.15 ;;
         # Box against aligned crops, both made by the live detector on every image (training and
         # test), at the cost of the last-4-blocks fine-tune.
         last4-box) run last4-box --detect "${data3[@]}" --detect --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;

@@ -80,9 +80,10 @@ pub struct TrainArgs {
     /// Trunk architecture: MobileNetV2 (the live model) or VGG16 (the study's other baseline).
     #[arg(long, value_enum, default_value_t = Arch::MobileNetV2)]
     pub arch: Arch,
-    /// Initial weights: a Keras ImageNet safetensors file of the trunk, or `none` (scratch);
-    /// default: the arch's file under ../shared/weights/imagenet/ (for VGG16, convert
-    /// Keras' .h5 with scripts/keras_h5_to_safetensors.py).
+    /// Initial weights: a Keras ImageNet safetensors file of the trunk, affectcam weights to
+    /// continue training (head included), or `none` (scratch); default: the arch's file
+    /// under ../shared/weights/imagenet/ (for VGG16, convert Keras' .h5 with
+    /// scripts/keras_h5_to_safetensors.py).
     #[arg(long)]
     pub init: Option<String>,
     /// Colour mode of the network input.

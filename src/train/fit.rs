@@ -136,14 +136,21 @@ fn model_meta(cfg: &TrainConfig) -> Result<ModelMeta, RunError> {
     })
 }
 
-/// The model to train, starting from the ImageNet weights when `init` names them.
+/// The model to train, starting from `init`: Keras ImageNet weights of the trunk, or an
+/// affectcam weights file (told apart by its `arch` metadata), continued head and all.
 fn new_trainer(cfg: &TrainConfig, meta: &ModelMeta, device: &Device) -> Result<Trainer, RunError> {
     let init = match &cfg.init {
         Some(path) => {
-            let keras = weights::read_safetensors(path, device)?.tensors;
-            match cfg.arch {
-                Arch::MobileNetV2 => import::import_keras_imagenet(path, keras)?,
-                Arch::Vgg16 => import::import_keras_vgg16(path, keras)?,
+            let file = weights::read_safetensors(path, device)?;
+            if file.metadata.contains_key("arch") {
+                let from = ModelMeta::from_metadata(path, &file.metadata)?;
+                continued_weights(cfg, path, &from)?;
+                file.tensors
+            } else {
+                match cfg.arch {
+                    Arch::MobileNetV2 => import::import_keras_imagenet(path, file.tensors)?,
+                    Arch::Vgg16 => import::import_keras_vgg16(path, file.tensors)?,
+                }
             }
         }
         None => HashMap::new(),
@@ -152,6 +159,24 @@ fn new_trainer(cfg: &TrainConfig, meta: &ModelMeta, device: &Device) -> Result<T
     let mut trainer = Trainer::new(init, meta.clone(), finetune, lr, device)?;
     trainer.focal_gamma = cfg.focal_gamma;
     Ok(trainer)
+}
+
+/// Checks that affectcam weights being continued fit the run: the same trunk and input
+/// colour (the tensors' shapes depend on them). Their emotion bias still holds the earlier
+/// run's logit adjustment; training relearns it, and this run chooses its own.
+fn continued_weights(cfg: &TrainConfig, path: &Path, from: &ModelMeta) -> Result<(), RunError> {
+    let ours = &cfg.preprocess;
+    if from.arch != cfg.arch || from.preprocess.color != ours.color {
+        return Err(RunError::Config(format!(
+            "--init {}: weights of {} on {} input, but this run trains {} on {} input",
+            path.display(),
+            from.arch,
+            from.preprocess.color,
+            cfg.arch,
+            ours.color
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `recipe.json`: every setting, the commit and the class weights used.
