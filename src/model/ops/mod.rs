@@ -137,7 +137,7 @@ pub struct Conv3x3 {
 
 impl Conv3x3 {
     /// Padding before the first row/column.
-    fn pad_before(self) -> usize {
+    pub fn pad_before(self) -> usize {
         if self.stride == 1 {
             1
         } else {
