@@ -7,7 +7,7 @@
 #
 # 1. `selftest --device cuda`: every custom op against the CPU reference, inference at batch
 #    1/32/256, a full training step at batch 32/256, peak GPU memory;
-# 2. `eval` of the shipped weights on FER+ Test on the GPU and on the CPU (same metrics?);
+# 2. `eval` of the shipped weights on FER+ Test on the GPU and on the CPU in f32 (same metrics?);
 # 3. one `train --device cuda` epoch over FER+ Valid's 3.5k images as training data, timed.
 # Writes OUT_DIR/gpu-check.json (and each step's own output beside it). About 3 minutes.
 set -uo pipefail
@@ -37,7 +37,7 @@ step() { # NAME TIMEOUT COMMAND...: runs it, keeps its output and rc and time
 }
 step selftest 240 "$bin" selftest --device cuda --json "$out/selftest.json"
 step eval_cuda 120 "$bin" eval --device cuda --data "$data" --split test --json "$out/eval_cuda.json" --out "$work/eval_cuda"
-step eval_cpu 240 "$bin" eval --device cpu --data "$data" --split test --json "$out/eval_cpu.json" --out "$work/eval_cpu"
+step eval_cpu 240 "$bin" eval --device cpu --precision f32 --data "$data" --split test --json "$out/eval_cpu.json" --out "$work/eval_cpu"
 step eval_auto 120 "$bin" eval --device auto --data "$data" --split test --json "$out/eval_auto.json" --out "$work/eval_auto"
 step train_epoch 240 "$bin" train --device cuda --data "$data" --label-mode probability --init none \
     --epochs 1 --batch-size 128 --no-logit-adjust --out "$work/train" --cache-dir "$work/cache"

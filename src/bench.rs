@@ -6,7 +6,7 @@
 use crate::detect::{DetectError, DetectorConfig, DetectorKind, FaceDetector};
 use crate::model::backbone::Arch;
 use crate::model::weights::WeightsError;
-use crate::model::{labels::NUM_EMOTIONS, AffectModel, ModelMeta};
+use crate::model::{labels::NUM_EMOTIONS, AffectModel, ModelMeta, Precision};
 use crate::train::{Finetune, LearningRates, Targets, Trainer};
 use candle_core::{DType, Device, Result, Tensor};
 use serde::de::DeserializeOwned;
@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub arch: Arch,
     /// Timed repetitions at batch 32 (batch 1 runs 4× as many).
     pub reps: usize,
+    /// Number format of inference (training steps are f32).
+    pub precision: Precision,
     /// Also time training steps.
     pub train: bool,
     /// Time the face detectors on this photo (resized to each frame size) instead of the model.
@@ -102,6 +104,8 @@ pub fn time<T>(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<T>) -> 
 pub struct BenchReport {
     pub threads: usize,
     pub input_size: usize,
+    /// The number format inference ran in (`f32` or `bf16`).
+    pub precision: String,
     /// Inference, batch 1.
     pub batch1: Timing,
     /// Inference, batch 32 (whole batch).
@@ -185,7 +189,7 @@ pub fn time_train_step(
 /// Measures in this process (the child's side): loads the model and runs [`run`].
 pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, BenchError> {
     let device = Device::Cpu;
-    let model = match &options.weights {
+    let mut model = match &options.weights {
         Some(path) => AffectModel::load(path, &device)?,
         None => {
             let varmap = candle_nn::VarMap::new();
@@ -197,7 +201,10 @@ pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, Benc
             AffectModel::new(vb, meta)?
         }
     };
-    Ok(run(&model, &device, options.reps, options.train)?)
+    let precision = model.set_precision(options.precision)?;
+    let mut report = run(&model, &device, options.reps, options.train)?;
+    report.precision = precision.to_string();
+    Ok(report)
 }
 
 /// Measures at each thread count in a child process of `exe` (this program, which must
@@ -218,6 +225,7 @@ pub fn run_per_thread_count<R: DeserializeOwned>(
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["bench", "--child", "--reps", &options.reps.to_string()])
             .args(["--arch", &options.arch.to_string()])
+            .args(["--precision", &options.precision.to_string()])
             .env("RAYON_NUM_THREADS", n.to_string())
             .env("CANDLE_NUM_THREADS", n.to_string());
         if let Some(w) = &options.weights {
@@ -250,8 +258,8 @@ impl BenchReport {
         let t = |t: &Timing| format!("{:8.2} ms  [{:.2}–{:.2}]", t.median_ms, t.min_ms, t.max_ms);
         let mut lines = vec![
             format!(
-                "threads {}  input {}×{}",
-                self.threads, self.input_size, self.input_size
+                "threads {}  input {}×{}  {}",
+                self.threads, self.input_size, self.input_size, self.precision
             ),
             format!("  batch 1                 {}", t(&self.batch1)),
             format!(
@@ -299,6 +307,7 @@ pub fn run(
     Ok(BenchReport {
         threads: candle_core::utils::get_num_threads(),
         input_size: size,
+        precision: Precision::F32.to_string(),
         batch1,
         batch32_per_image_ms: batch32.median_ms / 32.0,
         batch32,

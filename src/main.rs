@@ -4,7 +4,7 @@ use affectcam::cli::{
     SelftestArgs, TrainArgs,
 };
 use affectcam::detect::{DetectorConfig, FaceDetector};
-use affectcam::model::{device_label, select_device, AffectModel, DeviceChoice};
+use affectcam::model::{device_label, select_device, AffectModel, DeviceChoice, Precision};
 use affectcam::pipeline::{self, PipelineConfig};
 use affectcam::predict::predict_photo;
 use affectcam::selftest::{self, SelftestOptions};
@@ -125,10 +125,14 @@ fn device(choice: DeviceChoice) -> Result<Device> {
 
 fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
     let device = device(args.device)?;
-    let model = match &args.weights {
+    let mut model = match &args.weights {
         Some(path) => AffectModel::load(path, &device)?,
         None => AffectModel::shipped(&device)?,
     };
+    let precision = model.set_precision(args.precision)?;
+    if args.precision == Precision::Bf16 && precision != Precision::Bf16 {
+        eprintln!("bf16 needs MobileNetV2 on a CPU with AVX512-BF16; running in f32");
+    }
     Ok((model, device))
 }
 

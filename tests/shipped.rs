@@ -67,3 +67,46 @@ fn shipped_metadata_matches_the_model_card() {
         model.meta.recipe
     );
 }
+
+#[test]
+fn bf16_reads_faces_as_f32_does_and_falls_back_where_it_cannot_run() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let photo = shared.join("samples/grace_hopper.jpg");
+    let predict = |precision: &str, simd: &str| {
+        let out = common::affectcam()
+            .args([
+                "predict",
+                "--json",
+                "--device",
+                "cpu",
+                "--precision",
+                precision,
+            ])
+            .arg(&photo)
+            .env("AFFECTCAM_SIMD", simd)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (line, stderr)
+    };
+    let (f32_line, _) = predict("f32", "avx512");
+    // Capped below AVX-512, bf16 cannot run: said in one line, and the result is f32's.
+    let (fallback, stderr) = predict("bf16", "avx2");
+    assert!(stderr.contains("running in f32"), "{stderr}");
+    assert_eq!(fallback["probs"], f32_line["probs"]);
+    let (bf16_line, _) = predict("bf16", "avx512");
+    assert_eq!(bf16_line["label"], f32_line["label"]);
+    let probs = |l: &serde_json::Value| -> Vec<f64> {
+        let p = l["probs"].as_object().expect("probabilities by class");
+        p.values().map(|v| v.as_f64().unwrap()).collect()
+    };
+    for (a, b) in probs(&bf16_line).iter().zip(probs(&f32_line)) {
+        assert!((a - b).abs() < 0.05, "{bf16_line} against {f32_line}");
+    }
+    let valence = |l: &serde_json::Value| l["valence"].as_f64().unwrap();
+    assert!((valence(&bf16_line) - valence(&f32_line)).abs() < 0.05);
+}

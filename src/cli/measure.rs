@@ -2,7 +2,7 @@
 
 use crate::bench::BenchOptions;
 use crate::model::backbone::Arch;
-use crate::model::DeviceChoice;
+use crate::model::{DeviceChoice, Precision};
 use crate::selftest::SelftestOptions;
 use clap::Args;
 use std::path::PathBuf;
@@ -15,6 +15,9 @@ pub struct BenchArgs {
     /// Trunk of the randomly initialised model (with --weights: the file's).
     #[arg(long, value_enum, default_value_t = Arch::MobileNetV2)]
     pub arch: Arch,
+    /// Number format of inference (the training steps are f32).
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
     /// Thread counts to measure, each in a fresh process.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     pub threads: Vec<usize>,
@@ -74,6 +77,7 @@ impl From<&BenchArgs> for BenchOptions {
             weights: args.weights.clone(),
             arch: args.arch,
             reps: args.reps,
+            precision: args.precision,
             train: !args.no_train,
             detector_image: args.detector.then(|| args.detector_image.clone()),
         }

@@ -10,7 +10,7 @@ pub use measure::{BenchArgs, SelftestArgs};
 
 use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
 use crate::detect::{DetectorConfig, DetectorKind};
-use crate::model::DeviceChoice;
+use crate::model::{DeviceChoice, Precision};
 use crate::pipeline::{
     default_detect_width, Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECTOR,
     DEFAULT_DETECT_EVERY,
@@ -54,6 +54,9 @@ pub struct ModelArgs {
     /// Device to run on.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Number format of the model's 1×1 convs (the bulk of its work) on the CPU.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
 }
 
 /// Options shared by `live` and `annotate`: detection cadence and per-run outputs.

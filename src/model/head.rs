@@ -80,6 +80,11 @@ impl Head {
         })
     }
 
+    /// The device the head's weights (and so the model) live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.dense.weight.device()
+    }
+
     /// Pooled features `[N, features]` → both outputs; dropout only when `train`.
     pub fn forward_t(&self, features: &Tensor, train: bool) -> Result<HeadOutput> {
         let h = self.dense.forward(features, Act::Relu)?;

@@ -5,9 +5,10 @@
 //! layout change. Layouts: the input conv `[32, 3·3·3]` (kh, kw, cin), pointwise convs
 //! `[Cout, Cin]`, depthwise convs `[3, 3, C]`.
 
-use super::ops::{self, Act, Conv3x3};
+use super::ops::{self, Act, Conv3x3, DenseBf16};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
+use std::sync::Arc;
 
 /// Expansion t, output channels c, repeats n, first stride s: the MobileNetV2 paper's table.
 pub const BLOCK_TABLE: [(usize, usize, usize, usize); 7] = [
@@ -71,6 +72,8 @@ pub fn block_name(index: usize) -> String {
 struct ConvParams {
     weight: Tensor,
     bias: Tensor,
+    /// The weights packed for the bf16 kernel, when inference runs the 1×1 convs in bf16.
+    bf16: Option<Arc<DenseBf16>>,
 }
 
 impl ConvParams {
@@ -84,7 +87,26 @@ impl ConvParams {
         Ok(Self {
             weight: vb.get_with_hints(weight_shape, "weight", init)?,
             bias: vb.get_with_hints(out, "bias", Init::Const(0.))?,
+            bf16: None,
         })
+    }
+
+    /// This 1×1 conv (weight `[Cout, Cin]`) on x `[…, Cin]`, in bf16 if packed for it.
+    fn pointwise(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        match &self.bf16 {
+            Some(packed) => packed.forward(x, act),
+            None => ops::dense(x, &self.weight, &self.bias, act),
+        }
+    }
+
+    /// Packs the weights for the bf16 kernel (`bf16`), or drops the packing.
+    fn set_bf16(&mut self, bf16: bool) -> Result<()> {
+        self.bf16 = if bf16 {
+            Some(Arc::new(DenseBf16::new(&self.weight, &self.bias)?))
+        } else {
+            None
+        };
+        Ok(())
     }
 }
 
@@ -126,7 +148,7 @@ impl InvertedResidual {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = match &self.expand {
-            Some(e) => ops::dense(x, &e.weight, &e.bias, Act::Relu6)?,
+            Some(e) => e.pointwise(x, Act::Relu6)?,
             None => x.clone(),
         };
         let conv = Conv3x3 {
@@ -139,7 +161,7 @@ impl InvertedResidual {
             conv,
             Act::Relu6,
         )?;
-        let h = ops::dense(&h, &self.project.weight, &self.project.bias, Act::Identity)?;
+        let h = self.project.pointwise(&h, Act::Identity)?;
         if self.spec.residual() {
             h + x
         } else {
@@ -189,8 +211,21 @@ impl MobileNetV2 {
         for block in &self.blocks[k..] {
             x = block.forward(&x)?;
         }
-        let x = ops::dense(&x, &self.last.weight, &self.last.bias, Act::Relu6)?;
+        let x = self.last.pointwise(&x, Act::Relu6)?;
         global_avg_pool(&x)
+    }
+
+    /// Runs the 1×1 convs (expand, project, the last conv: 89 % of the multiply-adds at 128×128) in bf16
+    /// (`bf16`) or f32. For inference only: the bf16 kernel has no backward pass, and its
+    /// weights are copies, frozen at the time of the call.
+    pub fn set_bf16(&mut self, bf16: bool) -> Result<()> {
+        for block in &mut self.blocks {
+            if let Some(expand) = &mut block.expand {
+                expand.set_bf16(bf16)?;
+            }
+            block.project.set_bf16(bf16)?;
+        }
+        self.last.set_bf16(bf16)
     }
 
     /// Image → pooled features `[N, 1280]`.

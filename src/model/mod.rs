@@ -97,6 +97,27 @@ impl AffectModel {
         })
     }
 
+    /// Chooses the number format of inference (`Auto` and `Bf16` fall back to f32 where bf16
+    /// cannot run: another CPU, the GPU, VGG16) and returns the one in use, `F32` or `Bf16`.
+    /// The bf16 weights are packed copies: call it again after changing the weights.
+    pub fn set_precision(&mut self, precision: Precision) -> candle_core::Result<Precision> {
+        let bf16 = precision != Precision::F32 && self.bf16_runs();
+        if let Trunk::MobileNetV2(trunk) = &mut self.trunk {
+            trunk.set_bf16(bf16)?;
+        }
+        Ok(if bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        })
+    }
+
+    fn bf16_runs(&self) -> bool {
+        matches!(self.trunk, Trunk::MobileNetV2(_))
+            && self.head.device().is_cpu()
+            && ops::bf16_supported()
+    }
+
     /// Images `[N, S, S, 3]` in [-1, 1] → logits and valence/arousal (inference mode).
     pub fn forward(&self, images: &Tensor) -> candle_core::Result<HeadOutput> {
         self.head.forward_t(&self.trunk.forward(images)?, false)
@@ -105,6 +126,30 @@ impl AffectModel {
     /// Images → one [`Prediction`] per image.
     pub fn predict(&self, images: &Tensor) -> candle_core::Result<Vec<Prediction>> {
         self.forward(images)?.predictions()
+    }
+}
+
+/// Number format of inference's 1×1 convs (89 % of MobileNetV2's multiply-adds).
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// bf16 where it runs (a CPU with AVX512-BF16, MobileNetV2), else f32.
+    #[default]
+    Auto,
+    /// f32 throughout.
+    F32,
+    /// bf16 weights and inputs with f32 sums, bias and activation (AVX512-BF16); f32 where
+    /// the CPU lacks it.
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
     }
 }
 

@@ -56,14 +56,14 @@ fn dense_sizes(xl: &Layout, wl: &Layout, bl: &Layout) -> Result<(usize, usize, u
 }
 
 /// x's shape with `n` features in place of its last dimension.
-fn dense_shape(xl: &Layout, n: usize) -> Shape {
+pub(super) fn dense_shape(xl: &Layout, n: usize) -> Shape {
     let mut dims = xl.dims().to_vec();
     *dims.last_mut().expect("rank checked by rows_channels") = n;
     Shape::from(dims)
 }
 
 /// Channels of the last dimension and number of rows before it.
-fn rows_channels(layout: &Layout) -> (usize, usize) {
+pub(super) fn rows_channels(layout: &Layout) -> (usize, usize) {
     let c = layout.dims().last().copied().unwrap_or(1);
     (layout.shape().elem_count() / c.max(1), c)
 }

@@ -103,6 +103,7 @@ pub mod check;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 mod dense;
+mod dense_bf16;
 mod depthwise;
 mod pointwise_depthwise;
 mod pool;
@@ -113,6 +114,7 @@ mod stem;
 mod testing;
 
 pub use dense::dense;
+pub use dense_bf16::{bf16_supported, DenseBf16};
 pub use depthwise::depthwise3x3;
 pub use pointwise_depthwise::PointwiseDepthwise;
 pub use pool::{max_pool2x2, upsample2_add};
