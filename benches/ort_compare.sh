@@ -1,20 +1,42 @@
 #!/usr/bin/env bash
-# Side-by-side speed check: onnxruntime (../shared/bench/ort_mobilenetv2.py, same architecture)
-# and `affectcam bench`, back to back on this machine, 2 threads; prints the per-image ratios.
-# Needs the onnxruntime venv from ../shared/README.md (~/.cache/ortvenv).
+# Side-by-side speed check: onnxruntime (../shared/bench/ort_mobilenetv2.py, same architecture,
+# f32) and `affectcam bench` in f32 and in the reduced precision `auto` picks (bf16 on a CPU with
+# AVX512-BF16; skipped where auto is f32), back to back, RUNS times; 2 threads. Prints each
+# run's per-image ratios and their medians, and writes every figure to OUT (JSON).
+# Usage: benches/ort_compare.sh [OUT.json] [RUNS]   (needs the onnxruntime venv of
+# ../shared/README.md, ~/.cache/ortvenv, or ORT_PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${ORT_PYTHON:-$HOME/.cache/ortvenv/bin/python}
 out=${1:-bench.json}
+runs=${2:-3}
 cargo build --release --quiet
-ort=$("$py" ../shared/bench/ort_mobilenetv2.py 2 | grep RESULT)
-./target/release/affectcam bench --threads 1,2 --json "$out" >&2
-echo "$ort"
-python3 - "$out" "$ort" <<'PY'
-import json, re, sys
-reports = {r["threads"]: r for r in json.load(open(sys.argv[1]))}
-ort = {int(b): float(ms) for b, ms in re.findall(r"b=(\d+) median_ms=[\d.]+ per_img_ms=([\d.]+)", sys.argv[2])}
-ours = reports[2]
-for b, mine in [(1, ours["batch1"]["median_ms"]), (32, ours["batch32_per_image_ms"])]:
-    print(f"batch {b:2}: affectcam {mine:.2f} ms/image, onnxruntime {ort[b]:.2f} ms/image, ratio {mine / ort[b]:.2f}x")
+bin=./target/release/affectcam
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for run in $(seq "$runs"); do
+    "$py" ../shared/bench/ort_mobilenetv2.py 2 | grep RESULT > "$tmp/ort-$run.txt"
+    "$bin" bench --threads 1,2 --precision f32 --json "$tmp/f32-$run.json" >&2
+    "$bin" bench --threads 2 --no-train --precision auto --json "$tmp/auto-$run.json" >&2
+done
+python3 - "$tmp" "$runs" "$out" "$(lscpu | sed -n 's/^Model name: *//p')" <<'PY'
+import json, re, statistics, sys
+tmp, runs, out, cpu = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+result = {"cpu": cpu, "runs": []}
+ratios = {}
+for run in range(1, runs + 1):
+    text = open(f"{tmp}/ort-{run}.txt").read()
+    ort = {int(b): float(ms) for b, ms in re.findall(r"b=(\d+) median_ms=[\d.]+ per_img_ms=([\d.]+)", text)}
+    f32 = json.load(open(f"{tmp}/f32-{run}.json"))
+    auto = json.load(open(f"{tmp}/auto-{run}.json"))
+    result["runs"].append({"onnxruntime_per_image_ms": ort, "f32": f32, "auto": auto})
+    for report in [r for r in f32 if r["threads"] == 2] + [r for r in auto if r["precision"] != "f32"]:
+        for b, mine in [(1, report["batch1"]["median_ms"]), (32, report["batch32_per_image_ms"])]:
+            ratio = mine / ort[b]
+            ratios.setdefault((report["precision"], b), []).append(ratio)
+            print(f"run {run} {report['precision']:4} batch {b:2}: affectcam {mine:.2f} ms/image, "
+                  f"onnxruntime {ort[b]:.2f} ms/image, ratio {ratio:.2f}x")
+for (precision, b), rs in sorted(ratios.items()):
+    print(f"median ratio {precision:4} batch {b:2}: {statistics.median(rs):.2f}x over {len(rs)} run(s)")
+json.dump(result, open(out, "w"), indent=1)
 PY

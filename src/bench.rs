@@ -226,8 +226,7 @@ pub fn run_per_thread_count<R: DeserializeOwned>(
         cmd.args(["bench", "--child", "--reps", &options.reps.to_string()])
             .args(["--arch", &options.arch.to_string()])
             .args(["--precision", &options.precision.to_string()])
-            .env("RAYON_NUM_THREADS", n.to_string())
-            .env("CANDLE_NUM_THREADS", n.to_string());
+            .env("RAYON_NUM_THREADS", n.to_string());
         if let Some(w) = &options.weights {
             cmd.arg("--weights").arg(w);
         }
