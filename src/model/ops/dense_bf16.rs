@@ -280,7 +280,7 @@ mod avx512 {
                     // f32 path's clamp keeps it.
                     let v = match act {
                         Act::Identity => v,
-                        Act::Relu => _mm512_max_ps(zero, v),
+                        Act::Relu => _mm512_max_ps(v, zero),
                         Act::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, v)),
                     };
                     _mm512_mask_storeu_ps(out.add(r * stride + 16 * h), masks[h], v);
