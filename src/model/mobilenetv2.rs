@@ -5,7 +5,7 @@
 //! layout change. Layouts: the input conv `[32, 3·3·3]` (kh, kw, cin), pointwise convs
 //! `[Cout, Cin]`, depthwise convs `[3, 3, C]`.
 
-use super::ops::{self, Act, Conv3x3, DenseBf16};
+use super::ops::{self, Act, BlockTensors, Conv3x3, DenseBf16, InvertedResidualBlock};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
@@ -116,6 +116,8 @@ struct InvertedResidual {
     expand: Option<ConvParams>,
     depthwise: ConvParams,
     project: ConvParams,
+    /// The block as one op, for inference (see [`MobileNetV2::prepare_inference`]).
+    fused: Option<Arc<InvertedResidualBlock>>,
 }
 
 impl InvertedResidual {
@@ -143,10 +145,40 @@ impl InvertedResidual {
                 &[spec.out_channels, spec.hidden],
                 spec.hidden,
             )?,
+            fused: None,
         })
     }
 
+    /// The block as one op (`Some`) for inference, its 1×1 convs in bf16 or f32; `None`: the
+    /// three trainable ops.
+    fn set_fused(&mut self, fused: Option<bool>) -> Result<()> {
+        // The three ops still run the layers the fused op does not split well.
+        let bf16 = fused == Some(true);
+        if let Some(expand) = &mut self.expand {
+            expand.set_bf16(bf16)?;
+        }
+        self.project.set_bf16(bf16)?;
+        self.fused = match fused {
+            Some(bf16) => Some(Arc::new(InvertedResidualBlock::new(
+                BlockTensors {
+                    expand: self.expand.as_ref().map(|e| (&e.weight, &e.bias)),
+                    depthwise: (&self.depthwise.weight, &self.depthwise.bias),
+                    project: (&self.project.weight, &self.project.bias),
+                    stride: self.spec.stride,
+                },
+                bf16,
+            )?)),
+            None => None,
+        };
+        Ok(())
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(fused) = &self.fused {
+            if fused.band_rows(x.dims()).is_some() {
+                return fused.forward(x);
+            }
+        }
         let h = match &self.expand {
             Some(e) => e.pointwise(x, Act::Relu6)?,
             None => x.clone(),
@@ -215,17 +247,15 @@ impl MobileNetV2 {
         global_avg_pool(&x)
     }
 
-    /// Runs the 1×1 convs (expand, project, the last conv: 89 % of the multiply-adds at 128×128) in bf16
-    /// (`bf16`) or f32. For inference only: the bf16 kernel has no backward pass, and its
-    /// weights are copies, frozen at the time of the call.
-    pub fn set_bf16(&mut self, bf16: bool) -> Result<()> {
+    /// Makes each block one op for inference (`Some`), with the 1×1 convs (89 % of the
+    /// multiply-adds at 128×128) in bf16 (`Some(true)`) or f32; `None` goes back to the
+    /// trainable ops. The fused ops have no backward pass and hold copies of the weights,
+    /// frozen at the time of the call.
+    pub fn prepare_inference(&mut self, inference: Option<bool>) -> Result<()> {
         for block in &mut self.blocks {
-            if let Some(expand) = &mut block.expand {
-                expand.set_bf16(bf16)?;
-            }
-            block.project.set_bf16(bf16)?;
+            block.set_fused(inference)?;
         }
-        self.last.set_bf16(bf16)
+        self.last.set_bf16(inference == Some(true))
     }
 
     /// Image → pooled features `[N, 1280]`.

@@ -97,13 +97,16 @@ impl AffectModel {
         })
     }
 
-    /// Chooses the number format of inference (`Auto` and `Bf16` fall back to f32 where bf16
-    /// cannot run: another CPU, the GPU, VGG16) and returns the one in use, `F32` or `Bf16`.
-    /// The bf16 weights are packed copies: call it again after changing the weights.
+    /// Prepares the model for inference on the CPU (MobileNetV2's blocks fused into one op
+    /// each) in the number format asked for (`Auto` and `Bf16` fall back to f32 where bf16
+    /// cannot run: another CPU, the GPU, VGG16), and returns the one in use, `F32` or `Bf16`.
+    /// The prepared ops hold copies of the weights: call it again after changing them.
     pub fn set_precision(&mut self, precision: Precision) -> candle_core::Result<Precision> {
         let bf16 = precision != Precision::F32 && self.bf16_runs();
         if let Trunk::MobileNetV2(trunk) = &mut self.trunk {
-            trunk.set_bf16(bf16)?;
+            if self.head.device().is_cpu() {
+                trunk.prepare_inference(Some(bf16))?;
+            }
         }
         Ok(if bf16 {
             Precision::Bf16
@@ -195,5 +198,45 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
             Err(DeviceError::NoCudaSupport)
         }
         DeviceChoice::Cuda => Device::new_cuda(0).map_err(DeviceError::NoCudaDevice),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_preparation_keeps_the_predictions() {
+        let dev = Device::Cpu;
+        let mut model = AffectModel::shipped(&dev).unwrap();
+        // Batch 1 runs the small layers unfused, batch 8 fuses them all: both paths are hit.
+        for batch in [1, 8] {
+            let x = Tensor::rand(-1f32, 1f32, (batch, 128, 128, 3), &dev).unwrap();
+            model.set_precision(Precision::F32).unwrap();
+            let fused = model.forward(&x).unwrap();
+            model.set_precision(Precision::Auto).unwrap();
+            let auto = model.forward(&x).unwrap();
+            if let Trunk::MobileNetV2(trunk) = &mut model.trunk {
+                trunk.prepare_inference(None).unwrap();
+            }
+            let plain = model.forward(&x).unwrap();
+            let err = |a: &Tensor, b: &Tensor| {
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                d.to_scalar::<f32>().unwrap()
+            };
+            assert!(
+                err(&fused.logits, &plain.logits) < 1e-3,
+                "f32, batch {batch}"
+            );
+            assert!(
+                err(&fused.valence_arousal, &plain.valence_arousal) < 1e-4,
+                "f32, batch {batch}"
+            );
+            // bf16 (where the CPU has it) moves logits by a few hundredths at most.
+            assert!(
+                err(&auto.logits, &plain.logits) < 0.3,
+                "auto, batch {batch}"
+            );
+        }
     }
 }

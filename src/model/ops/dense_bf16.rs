@@ -7,6 +7,7 @@
 use super::dense::{dense_shape, rows_channels};
 use super::{par_output, Act};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// Output channels per microkernel call: two vectors of 16 f32.
 const COLS: usize = 32;
@@ -91,6 +92,24 @@ impl DenseBf16 {
         x.contiguous()?
             .apply_op1_no_bwd(&DenseBf16Op { layer: self, act })
     }
+
+    /// `act(x · Wᵀ + b)` of the rows `x` (`rows × K`) into `out` (`rows × N`), on this thread.
+    /// Panics where [`bf16_supported`] is false: callers pack layers only where it is true.
+    pub(super) fn rows_into<'a>(
+        &self,
+        x: &[f32],
+        out: &'a mut [MaybeUninit<f32>],
+        act: Act,
+    ) -> &'a mut [f32] {
+        assert!(bf16_supported(), "the bf16 kernel needs AVX512-BF16");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has the kernel's features (asserted); `tile` checks the sizes.
+        unsafe {
+            avx512::tile(x, self, out, act)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16_supported is false off x86-64")
+    }
 }
 
 struct DenseBf16Op<'a> {
@@ -126,14 +145,7 @@ impl CustomOp1 for DenseBf16Op<'_> {
         let out = par_output(m * n, tile_rows * n, |i, piece| {
             let r0 = i * tile_rows;
             let rows = piece.len() / n;
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `bf16_supported` checked the CPU features the kernel is compiled for; x
-            // holds m × k values and the piece is rows × n of the output, rows ≤ m - r0.
-            unsafe {
-                avx512::tile(&x[r0 * k..(r0 + rows) * k], layer, piece, act)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("bf16_supported is false off x86-64")
+            layer.rows_into(&x[r0 * k..(r0 + rows) * k], piece, act)
         });
         Ok((CpuStorage::F32(out), shape))
     }

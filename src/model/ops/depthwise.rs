@@ -17,11 +17,31 @@ fn fma_row(acc: &mut [f32], a: &[f32], b: &[f32]) {
 
 simd_dispatch!(dw_forward_row, fn<'a>(x: &[f32], wt: &[f32], bias: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
     let (n, oh) = (row / g.ho, row % g.ho);
+    let rows = std::array::from_fn(|kh| {
+        let ih = g.input_at(oh, kh, g.h)?;
+        Some(&x[(n * g.h + ih) * g.w * g.c..][..g.w * g.c])
+    });
+    forward_row_of(rows, wt, bias, g, out, act)
+});
+
+simd_dispatch!(pub(super) dw_forward_row_of, fn<'a>(rows: [Option<&[f32]>; 3], wt: &[f32], bias: &[f32], g: &Geometry, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
+    forward_row_of(rows, wt, bias, g, out, act)
+});
+
+/// One output row (`wo × c`) from the three input rows its taps read (`None`: padding).
+#[inline(always)]
+fn forward_row_of<'a>(
+    rows: [Option<&[f32]>; 3],
+    wt: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    out: &'a mut [MaybeUninit<f32>],
+    act: Act,
+) -> &'a mut [f32] {
     let c = g.c;
     let out = repeated(out, bias);
-    for kh in 0..3 {
-        let Some(ih) = g.input_at(oh, kh, g.h) else { continue };
-        let x_row = &x[(n * g.h + ih) * g.w * c..][..g.w * c];
+    for (kh, x_row) in rows.iter().enumerate() {
+        let Some(x_row) = x_row else { continue };
         for (ow, o) in out.chunks_exact_mut(c).enumerate() {
             for kw in 0..3 {
                 if let Some(iw) = g.input_at(ow, kw, g.w) {
@@ -34,7 +54,7 @@ simd_dispatch!(dw_forward_row, fn<'a>(x: &[f32], wt: &[f32], bias: &[f32], g: &G
         *v = act.apply(*v);
     }
     out
-});
+}
 
 simd_dispatch!(dw_grad_input_row, fn<'a>(grad: &[f32], wt: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
     let (n, ih) = (row / g.h, row % g.h);
