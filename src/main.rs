@@ -1,7 +1,7 @@
 use affectcam::bench::{self, BenchOptions, BenchReport, DetectorBenchReport};
 use affectcam::cli::{
-    AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PredictArgs,
-    SelftestArgs, TrainArgs,
+    AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PipelineArgs,
+    PredictArgs, SelftestArgs, TrainArgs,
 };
 use affectcam::detect::{DetectorConfig, FaceDetector};
 use affectcam::model::{device_label, select_device, AffectModel, DeviceChoice, Precision};
@@ -83,34 +83,27 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn live_cmd(args: &LiveArgs) -> Result<()> {
-    run_pipeline(
-        &args.pipeline.model,
-        args.pipeline.stats_json.as_deref(),
-        &args.into(),
-    )
+    run_pipeline(&args.pipeline, args.into())
 }
 
 fn annotate_cmd(args: &AnnotateArgs) -> Result<()> {
-    run_pipeline(
-        &args.pipeline.model,
-        args.pipeline.stats_json.as_deref(),
-        &args.into(),
-    )
+    run_pipeline(&args.pipeline, args.into())
 }
 
 /// Runs the pipeline, stopping cleanly on Ctrl-C, then reports what happened.
-fn run_pipeline(
-    model: &ModelArgs,
-    stats_json: Option<&std::path::Path>,
-    config: &PipelineConfig,
-) -> Result<()> {
-    let (model, device) = load_model(model)?;
+fn run_pipeline(args: &PipelineArgs, mut config: PipelineConfig) -> Result<()> {
+    let (model, device, precision) = load_model(&args.model)?;
+    config.classify_per_frame = args.classify_per_frame.map_or_else(
+        || pipeline::default_classify_per_frame(precision),
+        |n| n as usize,
+    );
+    let stats_json = args.stats_json.as_deref();
     let stop = Arc::new(AtomicBool::new(false));
     let on_interrupt = stop.clone();
     // First Ctrl-C: finish the recording and exit; the stages notice within a frame.
     ctrlc::set_handler(move || on_interrupt.store(true, Ordering::Relaxed))
         .context("cannot install the Ctrl-C handler")?;
-    let outcome = pipeline::run(config, model, device, stop)?;
+    let outcome = pipeline::run(&config, model, device, stop)?;
     eprintln!("{}", outcome.stats.report());
     if let Some(path) = stats_json {
         std::fs::write(path, serde_json::to_string_pretty(&outcome.stats)?)
@@ -131,7 +124,8 @@ fn device(choice: DeviceChoice) -> Result<Device> {
     Ok(device)
 }
 
-fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
+/// The model ready to run, its device, and the number format it runs in.
+fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device, Precision)> {
     let device = device(args.device)?;
     let mut model = match &args.weights {
         Some(path) => AffectModel::load(path, &device)?,
@@ -141,11 +135,11 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device)> {
     if args.precision == Precision::Bf16 && precision != Precision::Bf16 {
         eprintln!("bf16 needs MobileNetV2 on a CPU with AVX512-BF16; running in f32");
     }
-    Ok((model, device))
+    Ok((model, device, precision))
 }
 
 fn eval_cmd(args: &EvalArgs) -> Result<()> {
-    let (model, device) = load_model(&args.model)?;
+    let (model, device, _) = load_model(&args.model)?;
     let output = affectcam::eval::run::run(&model, &device, &args.into())?;
     for scored in &output.scored {
         println!("{}", scored.describe());
@@ -182,7 +176,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
 }
 
 fn predict_cmd(args: &PredictArgs) -> Result<()> {
-    let (model, device) = load_model(&args.model)?;
+    let (model, device, _) = load_model(&args.model)?;
     let mut detector = (!args.no_detect)
         .then(|| FaceDetector::new(DetectorConfig::for_photos(args.detector)))
         .transpose()?;

@@ -12,8 +12,7 @@ use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
 use crate::detect::{DetectorConfig, DetectorKind};
 use crate::model::{DeviceChoice, Precision};
 use crate::pipeline::{
-    default_detect_width, Mode, PipelineConfig, DEFAULT_CLASSIFY_PER_FRAME, DEFAULT_DETECTOR,
-    DEFAULT_DETECT_EVERY,
+    default_detect_width, Mode, PipelineConfig, DEFAULT_DETECTOR, DEFAULT_DETECT_EVERY,
 };
 use crate::record::DEFAULT_QP;
 use clap::{Args, Parser, Subcommand};
@@ -68,9 +67,10 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = DEFAULT_DETECT_EVERY, value_parser = clap::value_parser!(u32).range(1..))]
     pub detect_every: u32,
     /// Faces classified per frame at most, longest-waiting first (new faces always); the
-    /// others show their smoothed result until their turn. Raise it on faster machines.
-    #[arg(long, default_value_t = DEFAULT_CLASSIFY_PER_FRAME as u32, value_parser = clap::value_parser!(u32).range(1..))]
-    pub classify_per_frame: u32,
+    /// others show their smoothed result until their turn.
+    /// Default: 3 where the model runs in bf16, 1 in f32 (what keeps 3 faces above 60 fps).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub classify_per_frame: Option<u32>,
     /// Face detector.
     #[arg(long, value_enum, default_value_t = DEFAULT_DETECTOR)]
     pub detector: DetectorKind,
@@ -135,7 +135,6 @@ impl PipelineArgs {
     fn config(&self, source: Source, mode: Mode) -> PipelineConfig {
         let mut config = PipelineConfig::new(source, mode);
         config.detect_every = self.detect_every;
-        config.classify_per_frame = self.classify_per_frame as usize;
         config.detector = DetectorConfig {
             max_width: self
                 .detect_width
