@@ -61,11 +61,14 @@ fn shipped_metadata_matches_the_model_card() {
     assert_eq!(pre.color, affectcam::model::preprocess::ColorMode::Gray);
     assert_eq!(pre.crop_margin, 0.0);
     assert_eq!(pre.crop, affectcam::model::preprocess::CropMode::Box);
-    assert!(
-        model.meta.recipe.contains("\"finetune_blocks\":null"),
-        "{}",
-        model.meta.recipe
-    );
+    // v4: the head retrained with class-balanced sampling on v3's frozen trunk.
+    for setting in ["\"finetune_blocks\":0", "\"sampling\":\"balanced\""] {
+        assert!(
+            model.meta.recipe.contains(setting),
+            "{setting}: {}",
+            model.meta.recipe
+        );
+    }
 }
 
 #[test]

@@ -59,6 +59,10 @@ for v in "${variants[@]}"; do
         # cosine (v2's validation loss was still falling when its cosine ended), weak V/A 0.15.
         v3) run v3 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --init runs/study/v2/weights.safetensors \
             --epochs 5 --lr-trunk 5e-5 --lr-head 5e-4 --warmup-steps 100 --weak-va 0.15 ;;
+        # Fourth: v3's trunk frozen, the head retrained on class-balanced draws (the "classifier
+        # re-training" of decoupled long-tail learning), on cached features: minutes.
+        v4) run v4 "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/v3/weights.safetensors \
+            --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
         # Box against aligned crops, both made by the live detector on every image (training and
         # test), at the cost of the last-4-blocks fine-tune.
         last4-box) run last4-box --detect "${data3[@]}" --detect --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
