@@ -5,7 +5,7 @@
 //! block. (The GPU itself, cudarc's argument passing and cuBLAS are left to `affectcam
 //! selftest --device cuda`.)
 
-use affectcam::model::ops::check::{randn, rel_err, TOLERANCE};
+use affectcam::model::ops::check::{randn, rel_err, DEPTHWISE_CASES, TOLERANCE};
 use affectcam::model::ops::{depthwise3x3_reference, Act, Conv3x3};
 use candle_core::{Device, Tensor, Var};
 use std::path::{Path, PathBuf};
@@ -94,23 +94,11 @@ fn apply(act: Act, t: &Tensor) -> Tensor {
     }
 }
 
-/// The shapes of the op checks (`ops::check::custom_ops`): strides, odd sizes, 1×1 inputs,
-/// every activation, MobileNetV2's own layers.
-const DEPTHWISE: [(usize, usize, usize, usize, usize, Act); 7] = [
-    (1, 2, 7, 6, 5, Act::Relu6),
-    (2, 2, 8, 8, 5, Act::Relu6),
-    (2, 2, 7, 9, 5, Act::Identity),
-    (1, 1, 1, 1, 3, Act::Identity),
-    (1, 4, 16, 16, 96, Act::Relu6),
-    (2, 4, 16, 16, 144, Act::Relu6),
-    (1, 2, 4, 4, 960, Act::Relu),
-];
-
 #[test]
 fn depthwise_kernels_match_the_reference_forward_and_every_gradient() {
     let Some(exe) = emulator() else { return };
     let cpu = Device::Cpu;
-    for (stride, n, h, w, c, act) in DEPTHWISE {
+    for (stride, n, h, w, c, act) in DEPTHWISE_CASES {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let conv = Conv3x3 { stride };

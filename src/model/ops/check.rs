@@ -100,6 +100,18 @@ pub fn compare(
     })
 }
 
+/// The depthwise checks' cases, (stride, n, h, w, c, activation): both strides, odd sizes, a
+/// 1×1 input, every activation, and MobileNetV2's own layer shapes.
+pub const DEPTHWISE_CASES: [(usize, usize, usize, usize, usize, Act); 7] = [
+    (1, 2, 7, 6, 5, Act::Relu6),
+    (2, 2, 8, 8, 5, Act::Relu6),
+    (2, 2, 7, 9, 5, Act::Identity),
+    (1, 1, 1, 1, 3, Act::Identity),
+    (1, 4, 16, 16, 96, Act::Relu6),
+    (2, 4, 16, 16, 144, Act::Relu6),
+    (1, 2, 4, 4, 960, Act::Relu),
+];
+
 /// Every trainable custom op (and, through their backward passes, the activation masks and
 /// column sums) on `device` against the reference on the CPU, on small shapes with every
 /// edge case the kernels branch on (strides, odd sizes, 1×1 inputs, row and column tiles,
@@ -107,15 +119,7 @@ pub fn compare(
 /// gradient and no CUDA kernel; their test is beside them.)
 pub fn custom_ops(device: &Device) -> Result<Vec<OpCheck>> {
     let mut checks = Vec::new();
-    for (stride, n, h, w, c, act) in [
-        (1, 2, 7, 6, 5, Act::Relu6),
-        (2, 2, 8, 8, 5, Act::Relu6),
-        (2, 2, 7, 9, 5, Act::Identity),
-        (1, 1, 1, 1, 3, Act::Identity),
-        (1, 4, 16, 16, 96, Act::Relu6),
-        (2, 4, 16, 16, 144, Act::Relu6),
-        (1, 2, 4, 4, 960, Act::Relu),
-    ] {
+    for (stride, n, h, w, c, act) in DEPTHWISE_CASES {
         let conv = Conv3x3 { stride };
         checks.push(compare(
             &format!("depthwise3x3 stride {stride} {act:?}"),
