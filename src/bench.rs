@@ -202,9 +202,13 @@ pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, Benc
         }
     };
     let precision = model.set_precision(options.precision)?;
-    let mut report = run(&model, &device, options.reps, options.train)?;
-    report.precision = precision.to_string();
-    Ok(report)
+    Ok(run(
+        &model,
+        precision,
+        &device,
+        options.reps,
+        options.train,
+    )?)
 }
 
 /// Measures at each thread count in a child process of `exe` (this program, which must
@@ -278,9 +282,11 @@ impl BenchReport {
     }
 }
 
-/// Runs every measurement on `model` with the current thread pool.
+/// Runs every measurement on `model` (prepared for inference in `precision`) with the current
+/// thread pool.
 pub fn run(
     model: &AffectModel,
+    precision: Precision,
     device: &Device,
     reps: usize,
     with_training: bool,
@@ -306,7 +312,7 @@ pub fn run(
     Ok(BenchReport {
         threads: candle_core::utils::get_num_threads(),
         input_size: size,
-        precision: Precision::F32.to_string(),
+        precision: precision.to_string(),
         batch1,
         batch32_per_image_ms: batch32.median_ms / 32.0,
         batch32,
