@@ -5,7 +5,7 @@
 //! layout change. Layouts: the input conv `[32, 3·3·3]` (kh, kw, cin), pointwise convs
 //! `[Cout, Cin]`, depthwise convs `[3, 3, C]`.
 
-use super::ops::{self, Act, BlockTensors, Conv3x3, DenseBf16, InvertedResidualBlock};
+use super::ops::{self, Act, BlockTensors, Conv1x1, Conv3x3, DenseBf16, InvertedResidualBlock};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
@@ -99,6 +99,15 @@ impl ConvParams {
         }
     }
 
+    /// This 1×1 conv as the fused block takes it.
+    fn as_conv1x1(&self) -> Conv1x1<'_> {
+        Conv1x1 {
+            weight: &self.weight,
+            bias: &self.bias,
+            bf16: self.bf16.as_ref(),
+        }
+    }
+
     /// Packs the weights for the bf16 kernel (`bf16`), or drops the packing.
     fn set_bf16(&mut self, bf16: bool) -> Result<()> {
         self.bf16 = if bf16 {
@@ -152,22 +161,20 @@ impl InvertedResidual {
     /// The block as one op (`Some`) for inference, its 1×1 convs in bf16 or f32; `None`: the
     /// three trainable ops.
     fn set_fused(&mut self, fused: Option<bool>) -> Result<()> {
-        // The three ops still run the layers the fused op does not split well.
+        // The three ops still run the layers the fused op does not split well; the fused op
+        // shares their bf16 packing.
         let bf16 = fused == Some(true);
         if let Some(expand) = &mut self.expand {
             expand.set_bf16(bf16)?;
         }
         self.project.set_bf16(bf16)?;
         self.fused = match fused {
-            Some(bf16) => Some(Arc::new(InvertedResidualBlock::new(
-                BlockTensors {
-                    expand: self.expand.as_ref().map(|e| (&e.weight, &e.bias)),
-                    depthwise: (&self.depthwise.weight, &self.depthwise.bias),
-                    project: (&self.project.weight, &self.project.bias),
-                    stride: self.spec.stride,
-                },
-                bf16,
-            )?)),
+            Some(_) => Some(Arc::new(InvertedResidualBlock::new(BlockTensors {
+                expand: self.expand.as_ref().map(ConvParams::as_conv1x1),
+                depthwise: (&self.depthwise.weight, &self.depthwise.bias),
+                project: self.project.as_conv1x1(),
+                stride: self.spec.stride,
+            })?)),
             None => None,
         };
         Ok(())

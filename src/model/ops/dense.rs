@@ -23,6 +23,81 @@ simd_dispatch!(act_mask_rows, fn<'a>(grad: &[f32], act_out: &[f32], out: &'a mut
     written(out, grad.iter().zip(act_out).map(|(&g, &y)| if act.passes(y) { g } else { 0.0 }))
 });
 
+/// `out = x · wᵀ` on this thread: x `rows × k` and w `cols × k` (both row stride k), out
+/// `rows × cols` at row stride `out_stride`. Every element of out is written (zeros when k = 0)
+/// and none is read.
+///
+/// # Safety
+/// `out` must be valid for writes at those positions, with nothing else accessing them
+/// meanwhile; x must hold `rows × k` values and w `cols × k`.
+pub(super) unsafe fn gemm_x_wt(
+    rows: usize,
+    cols: usize,
+    k: usize,
+    out: *mut f32,
+    out_stride: usize,
+    x: *const f32,
+    w: *const f32,
+) {
+    // SAFETY: the caller's guarantees; w is read as its k × cols transpose (row stride 1,
+    // column stride k), and read_dst = false keeps gemm from reading out.
+    unsafe {
+        gemm::gemm(
+            rows,
+            cols,
+            k,
+            out,
+            1,
+            out_stride as isize,
+            false,
+            x,
+            1,
+            k as isize,
+            w,
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `act(x · Wᵀ + b)` of the rows `x` (`rows × k`) into `out` (`rows × n`), weight `[n, k]`,
+/// on this thread.
+pub(super) fn dense_rows_into<'a>(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    out: &'a mut [MaybeUninit<f32>],
+    act: Act,
+) -> &'a mut [f32] {
+    let n = bias.len();
+    let k = weight.len() / n.max(1);
+    let rows = out.len() / n.max(1);
+    assert!(weight.len() == n * k && x.len() == rows * k && out.len() == rows * n);
+    // SAFETY: out is rows × n (row stride n) and exclusively borrowed, x rows × k and the
+    // weight n × k, all checked above.
+    unsafe {
+        gemm_x_wt(
+            rows,
+            n,
+            k,
+            out.as_mut_ptr().cast(),
+            n,
+            x.as_ptr(),
+            weight.as_ptr(),
+        )
+    };
+    // SAFETY: gemm_x_wt wrote every element of out.
+    let out = unsafe { out.assume_init_mut() };
+    bias_act_rows(out.chunks_exact_mut(n.max(1)), bias, act);
+    out
+}
+
 /// The output buffer's address, shared by the tasks that write its disjoint tiles.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -116,26 +191,14 @@ impl CustomOp3 for Dense {
             // read within their bounds.
             let tile = unsafe {
                 let tile = dst.ptr().add(r0 * n + c0);
-                gemm::gemm(
+                gemm_x_wt(
                     rows,
                     cols,
                     k,
                     tile,
-                    1,
-                    n as isize,
-                    false,
+                    n,
                     x.as_ptr().add(r0 * k),
-                    1,
-                    k as isize,
                     w.as_ptr().add(c0 * k),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
                 tile
             };

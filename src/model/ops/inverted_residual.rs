@@ -5,7 +5,7 @@
 //! first expanded layer alone is 50 MB), and the block is one parallel region instead of four.
 //! The 1×1 convs run in f32 (gemm) or bf16 ([`DenseBf16`]).
 
-use super::dense::bias_act_rows;
+use super::dense::dense_rows_into;
 use super::depthwise::dw_forward_row_of;
 use super::{dims4, inputs, par_output, Act, Conv3x3, DenseBf16, Geometry};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
@@ -25,62 +25,21 @@ enum Pointwise {
 }
 
 impl Pointwise {
-    fn new(weight: &Tensor, bias: &Tensor, bf16: bool) -> Result<Self> {
-        Ok(if bf16 {
-            Pointwise::Bf16(Arc::new(DenseBf16::new(weight, bias)?))
-        } else {
-            Pointwise::F32 {
-                weight: weight.flatten_all()?.to_vec1()?,
-                bias: bias.flatten_all()?.to_vec1()?,
-            }
+    fn new(conv: &Conv1x1) -> Result<Self> {
+        Ok(match conv.bf16 {
+            Some(packed) => Pointwise::Bf16(packed.clone()),
+            None => Pointwise::F32 {
+                weight: conv.weight.flatten_all()?.to_vec1()?,
+                bias: conv.bias.flatten_all()?.to_vec1()?,
+            },
         })
     }
 
     /// `act(x · Wᵀ + b)` of the rows `x` (`rows × k`) into `out` (`rows × n`), on this thread.
-    fn rows_into<'a>(
-        &self,
-        x: &[f32],
-        k: usize,
-        out: &'a mut [MaybeUninit<f32>],
-        act: Act,
-    ) -> &'a mut [f32] {
+    fn rows_into<'a>(&self, x: &[f32], out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
         match self {
             Pointwise::Bf16(layer) => layer.rows_into(x, out, act),
-            Pointwise::F32 { weight, bias } => {
-                let n = bias.len();
-                let rows = x.len() / k;
-                assert!(x.len() == rows * k && out.len() == rows * n && weight.len() == n * k);
-                // SAFETY: out is rows × n (row stride n), x rows × k (row stride k), the weight
-                // n × k read as its k × n transpose, all checked above; with read_dst = false
-                // gemm writes every element of out without reading it.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        n,
-                        k,
-                        out.as_mut_ptr().cast::<f32>(),
-                        1,
-                        n as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        weight.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                // SAFETY: gemm wrote all rows × n elements.
-                let out = unsafe { out.assume_init_mut() };
-                bias_act_rows(out.chunks_exact_mut(n), bias, act);
-                out
-            }
+            Pointwise::F32 { weight, bias } => dense_rows_into(x, weight, bias, out, act),
         }
     }
 }
@@ -98,24 +57,31 @@ pub struct InvertedResidualBlock {
     project: Pointwise,
 }
 
-/// One block's tensors, in the layouts of `ops::dense` and `ops::depthwise3x3`.
+/// A 1×1 conv of a block: weight `[N, K]` and bias `[N]` as `ops::dense` takes them, and the
+/// same packed for the bf16 kernel when the block runs in bf16 (shared, not packed again).
+pub struct Conv1x1<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub bf16: Option<&'a Arc<DenseBf16>>,
+}
+
+/// One block's parameters, in the layouts of `ops::dense` and `ops::depthwise3x3`.
 pub struct BlockTensors<'a> {
-    /// Expand 1×1 `[hidden, cin]` and bias, absent when the block does not expand.
-    pub expand: Option<(&'a Tensor, &'a Tensor)>,
+    /// Expand 1×1 `[hidden, cin]`, absent when the block does not expand.
+    pub expand: Option<Conv1x1<'a>>,
     /// Depthwise `[3, 3, hidden]` and bias.
     pub depthwise: (&'a Tensor, &'a Tensor),
-    /// Project 1×1 `[cout, hidden]` and bias.
-    pub project: (&'a Tensor, &'a Tensor),
+    /// Project 1×1 `[cout, hidden]`.
+    pub project: Conv1x1<'a>,
     pub stride: usize,
 }
 
 impl InvertedResidualBlock {
-    /// Copies the block's weights; `bf16` packs the 1×1 convs for the bf16 kernel (only where
-    /// `bf16_supported()`).
-    pub fn new(t: BlockTensors, bf16: bool) -> Result<Self> {
-        let (cout, hidden) = t.project.0.dims2()?;
-        let cin = match t.expand {
-            Some((w, _)) => w.dims2()?.1,
+    /// Copies the block's f32 weights (the 1×1 convs packed for bf16 are shared instead).
+    pub fn new(t: BlockTensors) -> Result<Self> {
+        let (cout, hidden) = t.project.weight.dims2()?;
+        let cin = match &t.expand {
+            Some(expand) => expand.weight.dims2()?.1,
             None => hidden,
         };
         let depthwise_weight = t.depthwise.0.flatten_all()?.to_vec1::<f32>()?;
@@ -131,13 +97,10 @@ impl InvertedResidualBlock {
             hidden,
             cout,
             conv: Conv3x3 { stride: t.stride },
-            expand: t
-                .expand
-                .map(|(w, b)| Pointwise::new(w, b, bf16))
-                .transpose()?,
+            expand: t.expand.as_ref().map(Pointwise::new).transpose()?,
             depthwise_weight,
             depthwise_bias,
-            project: Pointwise::new(t.project.0, t.project.1, bf16)?,
+            project: Pointwise::new(&t.project)?,
         })
     }
 
@@ -203,7 +166,7 @@ impl CustomOp1 for InvertedResidualBlock {
                 Some(expand) => {
                     expanded.reserve_exact(x_rows.len() / cin * hidden);
                     let spare = &mut expanded.spare_capacity_mut()[..x_rows.len() / cin * hidden];
-                    expand.rows_into(x_rows, cin, spare, Act::Relu6)
+                    expand.rows_into(x_rows, spare, Act::Relu6)
                 }
                 None => x_rows,
             };
@@ -226,9 +189,7 @@ impl CustomOp1 for InvertedResidualBlock {
             }
             // SAFETY: every output row of the band was written just above.
             let depthwise = unsafe { spare.assume_init_mut() };
-            let out = self
-                .project
-                .rows_into(depthwise, hidden, piece, Act::Identity);
+            let out = self.project.rows_into(depthwise, piece, Act::Identity);
             if self.residual() {
                 let input = &x[(image * h + y0) * w * cin..][..band * w * cin];
                 for (o, &v) in out.iter_mut().zip(input) {
@@ -250,13 +211,13 @@ mod tests {
 
     /// The block as three ops (the training path).
     fn unfused(x: &Tensor, t: &BlockTensors) -> Tensor {
-        let h = match t.expand {
-            Some((w, b)) => dense(x, w, b, Act::Relu6).unwrap(),
+        let h = match &t.expand {
+            Some(e) => dense(x, e.weight, e.bias, Act::Relu6).unwrap(),
             None => x.clone(),
         };
         let conv = Conv3x3 { stride: t.stride };
         let h = depthwise3x3(&h, t.depthwise.0, t.depthwise.1, conv, Act::Relu6).unwrap();
-        let y = dense(&h, t.project.0, t.project.1, Act::Identity).unwrap();
+        let y = dense(&h, t.project.weight, t.project.bias, Act::Identity).unwrap();
         let (cin, cout) = (x.dims4().unwrap().3, y.dims4().unwrap().3);
         if t.stride == 1 && cin == cout {
             (y + x).unwrap()
@@ -292,15 +253,29 @@ mod tests {
                 randn((cout, hidden), 0.5, &dev).unwrap(),
                 randn(cout, 0.5, &dev).unwrap(),
             );
-            let tensors = || BlockTensors {
-                expand: expand.as_ref().map(|(w, b)| (w, b)),
-                depthwise: (&depthwise.0, &depthwise.1),
-                project: (&project.0, &project.1),
-                stride,
+            let pack = |(w, b): &(Tensor, Tensor)| Arc::new(DenseBf16::new(w, b).unwrap());
+            let packed = bf16_supported().then(|| (expand.as_ref().map(pack), pack(&project)));
+            // The block's parameters, with the 1×1 convs packed for bf16 when `bf16`.
+            let tensors = |bf16: bool| {
+                let packed = packed.as_ref().filter(|_| bf16);
+                BlockTensors {
+                    expand: expand.as_ref().map(|(weight, bias)| Conv1x1 {
+                        weight,
+                        bias,
+                        bf16: packed.and_then(|p| p.0.as_ref()),
+                    }),
+                    depthwise: (&depthwise.0, &depthwise.1),
+                    project: Conv1x1 {
+                        weight: &project.0,
+                        bias: &project.1,
+                        bf16: packed.map(|p| &p.1),
+                    },
+                    stride,
+                }
             };
             let x = randn((n, h, w, cin), 1.0, &dev).unwrap();
-            let reference = unfused(&x, &tensors());
-            let fused = InvertedResidualBlock::new(tensors(), false).unwrap();
+            let reference = unfused(&x, &tensors(false));
+            let fused = InvertedResidualBlock::new(tensors(false)).unwrap();
             let ours = fused.forward(&x).unwrap();
             assert_eq!(ours.dims(), reference.dims());
             let e = rel_err(&ours, &reference);
@@ -309,7 +284,7 @@ mod tests {
                 "f32 {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}: {e}"
             );
             if bf16_supported() {
-                let fused = InvertedResidualBlock::new(tensors(), true).unwrap();
+                let fused = InvertedResidualBlock::new(tensors(true)).unwrap();
                 let e = rel_err(&fused.forward(&x).unwrap(), &reference);
                 assert!(
                     e < 5e-2,

@@ -117,7 +117,7 @@ mod testing;
 pub use dense::dense;
 pub use dense_bf16::{bf16_supported, DenseBf16};
 pub use depthwise::depthwise3x3;
-pub use inverted_residual::{BlockTensors, InvertedResidualBlock};
+pub use inverted_residual::{BlockTensors, Conv1x1, InvertedResidualBlock};
 pub use pointwise_depthwise::PointwiseDepthwise;
 pub use pool::{max_pool2x2, upsample2_add};
 pub use reference::{

@@ -3,7 +3,7 @@
 //! row reads in a ring, so the 1×1 conv's output never leaves cache. For inference (no
 //! backward); the networks that train use [`super::dense`] and [`super::depthwise3x3`].
 
-use super::dense::bias_act_rows;
+use super::dense::{bias_act_rows, gemm_x_wt};
 use super::{dims4, inputs, par_output, repeated, Act};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -61,30 +61,17 @@ impl PointwiseDepthwise {
     fn pointwise_row(&self, x_row: &[f32], out: &mut [f32]) {
         let (w, cin, cout) = (x_row.len() / self.cin, self.cin, self.cout);
         assert!(x_row.len() == w * cin && out.len() == w * cout);
-        // SAFETY: `out` is w × cout (row stride cout), `x_row` w × cin (row stride cin) and the
-        // weight cout × cin read as its cin × cout transpose (row stride 1, column stride cin),
-        // all checked above or at construction; nothing else aliases `out`.
+        // SAFETY: `out` is w × cout (row stride cout) and exclusively borrowed, `x_row`
+        // w × cin and the weight cout × cin, all checked above or at construction.
         unsafe {
-            gemm::gemm(
+            gemm_x_wt(
                 w,
                 cout,
                 cin,
                 out.as_mut_ptr(),
-                1,
-                cout as isize,
-                false,
+                cout,
                 x_row.as_ptr(),
-                1,
-                cin as isize,
                 self.pw_weight.as_ptr(),
-                cin as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
         bias_act_rows(out.chunks_exact_mut(cout), &self.pw_bias, Act::Identity);
