@@ -63,6 +63,13 @@ for v in "${variants[@]}"; do
         # re-training" of decoupled long-tail learning), on cached features: minutes.
         v4) run v4 "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/v3/weights.safetensors \
             --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
+        # Fifth: v4's weights (v3's trunk) trained 5 more epochs on a third, lower warm-up +
+        # cosine (v3's validation loss was still falling at its last epoch), then, sixth, the
+        # head retrained on class-balanced draws as v4 was.
+        v5) run v5 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --init runs/study/v4/weights.safetensors \
+            --epochs 5 --lr-trunk 3e-5 --lr-head 3e-4 --warmup-steps 100 --weak-va 0.15 ;;
+        v6) run v6 "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/v5/weights.safetensors \
+            --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
         # Box against aligned crops, both made by the live detector on every image (training and
         # test), at the cost of the last-4-blocks fine-tune.
         last4-box) run last4-box --detect "${data3[@]}" --detect --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
