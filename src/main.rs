@@ -133,7 +133,9 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device, Precision)> {
     };
     let precision = model.set_precision(args.precision)?;
     if args.precision == Precision::Bf16 && precision != Precision::Bf16 {
-        eprintln!("bf16 needs MobileNetV2 on a CPU with AVX512-BF16; running in f32");
+        eprintln!(
+            "bf16 needs MobileNetV2 or EfficientNet-Lite0 on a CPU with AVX512-BF16; running in f32"
+        );
     }
     Ok((model, device, precision))
 }

@@ -1,10 +1,11 @@
-//! The Keras ImageNet MobileNetV2 import is faithful: with its own 1000-way classifier, Grace
-//! Hopper's portrait gets uniform/mortarboard/gown/suit classes in the top 5.
+//! The ImageNet imports are faithful (Keras' MobileNetV2, PyTorch's EfficientNet-Lite0 with
+//! its BatchNorms folded): with its own 1000-way classifier, Grace Hopper's portrait gets
+//! uniform/mortarboard/gown/suit classes in the top 5.
 
 mod common;
 
-use affectcam::model::import::import_keras_imagenet;
-use affectcam::model::mobilenetv2::MobileNetV2;
+use affectcam::model::backbone::{Arch, Trunk};
+use affectcam::model::import::{import_efficientnet_lite, import_keras_imagenet};
 use affectcam::model::preprocess::{ColorMode, Preprocess};
 use affectcam::model::weights::read_safetensors;
 use candle_core::{DType, Device, D};
@@ -13,15 +14,20 @@ use candle_nn::VarBuilder;
 /// ImageNet indices: military uniform, academic gown, mortarboard, suit.
 const EXPECTED: [u32; 4] = [652, 400, 667, 834];
 
-fn top5(size: usize) -> Option<Vec<u32>> {
+fn top5(arch: Arch, size: usize) -> Option<Vec<u32>> {
     let shared = common::shared()?;
     let device = Device::Cpu;
-    let path = shared.join("weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors");
-    let tensors =
-        import_keras_imagenet(&path, read_safetensors(&path, &device).unwrap().tensors).unwrap();
-    let classifier_w = tensors["predictions.weight"].clone();
-    let classifier_b = tensors["predictions.bias"].clone();
-    let trunk = MobileNetV2::new(VarBuilder::from_tensors(tensors, DType::F32, &device)).unwrap();
+    let path = shared.join(arch.default_init().trim_start_matches("../shared/"));
+    let file = read_safetensors(&path, &device).unwrap().tensors;
+    let (tensors, classifier) = match arch {
+        Arch::MobileNetV2 => (import_keras_imagenet(&path, file).unwrap(), "predictions"),
+        Arch::EfficientNetLite0 => (import_efficientnet_lite(&path, file).unwrap(), "_fc"),
+        Arch::Vgg16 => unreachable!("no ImageNet VGG16 weights here"),
+    };
+    let classifier_w = tensors[&format!("{classifier}.weight")].clone();
+    let classifier_b = tensors[&format!("{classifier}.bias")].clone();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+    let trunk = Trunk::new(arch, vb).unwrap();
     let image = image::open(shared.join("samples/grace_hopper.jpg"))
         .unwrap()
         .to_rgb8();
@@ -54,8 +60,9 @@ fn top5(size: usize) -> Option<Vec<u32>> {
 #[test]
 fn grace_hopper_top5_at_224_and_128() {
     // Measured: 224 → [652, 439, 667, 834, 400]; 128 → [457 bow tie, 652, 906, 400, 834].
+    let arch = Arch::MobileNetV2;
     for (size, min_hits) in [(224, 4), (128, 3)] {
-        let Some(top) = top5(size) else { return };
+        let Some(top) = top5(arch, size) else { return };
         let hits = top.iter().filter(|c| EXPECTED.contains(c)).count();
         eprintln!("top-5 at {size}: {top:?}");
         assert!(
@@ -63,9 +70,29 @@ fn grace_hopper_top5_at_224_and_128() {
             "top-5 at {size} is {top:?}; expected {min_hits} of {EXPECTED:?}"
         );
     }
-    let Some(top) = top5(224) else { return };
+    let Some(top) = top5(arch, 224) else { return };
     assert_eq!(
         top[0], 652,
         "military uniform should be the top-1 class at 224"
     );
+}
+
+#[test]
+fn efficientnet_lite0_grace_hopper_top5_at_224_and_128() {
+    // Lite0 also names the ties: Windsor tie 906, bow tie 457.
+    let expected = [EXPECTED.as_slice(), &[906, 457]].concat();
+    for (size, min_hits) in [(224, 4), (128, 3)] {
+        let Some(top) = top5(Arch::EfficientNetLite0, size) else {
+            return;
+        };
+        let hits = top.iter().filter(|c| expected.contains(c)).count();
+        eprintln!("EfficientNet-Lite0 top-5 at {size}: {top:?}");
+        assert!(
+            hits >= min_hits,
+            "top-5 at {size} is {top:?}; expected {min_hits} of {expected:?}"
+        );
+        if size == 224 {
+            assert_eq!(top[0], 652, "military uniform should be the top-1 class");
+        }
+    }
 }

@@ -457,6 +457,55 @@ fn vgg16_trains_and_its_weights_load_and_a_missing_init_is_one_line() {
 }
 
 #[test]
+fn efficientnet_lite0_fine_tunes_from_imagenet_and_evaluates() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let diffusion = shared.join("data/diffusionfer");
+    let run_dir = tmp.path().join("run");
+    // The whole network (its 5×5 depthwise convs' backward included) from its ImageNet file.
+    let (ok, _, stderr) = run(&[
+        "train",
+        "--arch",
+        "efficientnet-lite0",
+        "--data",
+        s(&diffusion),
+        "--limit",
+        "16",
+        "--epochs",
+        "1",
+        "--va-repeat",
+        "1",
+        "--out",
+        s(&run_dir),
+        "--cache-dir",
+        s(&tmp.path().join("cache")),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "train failed: {stderr}");
+    let weights = run_dir.join("weights.safetensors");
+    assert_eq!(safetensors_metadata(&weights)["arch"], "efficientnet_lite0");
+    let json = tmp.path().join("eval.json");
+    let (ok, _, stderr) = run(&[
+        "eval",
+        "--weights",
+        s(&weights),
+        "--data",
+        s(&diffusion),
+        "--json",
+        s(&json),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "eval failed: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["classification"].is_object(), "{report}");
+}
+
+#[test]
 fn training_continues_from_affectcam_weights_head_included() {
     let Some(shared) = common::shared() else {
         return;

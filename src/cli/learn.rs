@@ -77,10 +77,11 @@ pub struct TrainArgs {
     /// Trunk blocks to fine-tune, counted from the end (0: frozen trunk, as the study), or `all`.
     #[arg(long, default_value = "all", value_parser = parse_finetune)]
     pub finetune_blocks: FinetuneBlocks,
-    /// Trunk architecture: MobileNetV2 (the live model) or VGG16 (the study's other baseline).
+    /// Trunk architecture: MobileNetV2 (the live model), EfficientNet-Lite0 (a stronger
+    /// ImageNet backbone) or VGG16 (the study's other baseline).
     #[arg(long, value_enum, default_value_t = Arch::MobileNetV2)]
     pub arch: Arch,
-    /// Initial weights: a Keras ImageNet safetensors file of the trunk, affectcam weights to
+    /// Initial weights: an ImageNet safetensors file of the trunk, affectcam weights to
     /// continue training (head included), or `none` (scratch); default: the arch's file
     /// under ../shared/weights/imagenet/ (for VGG16, convert Keras' .h5 with
     /// scripts/keras_h5_to_safetensors.py).

@@ -1,8 +1,11 @@
-//! The trunk architectures the head can sit on: MobileNetV2 (the default, the live model)
-//! and VGG16 (the course study's other baseline). Each is split into blocks so training can
-//! freeze a prefix and cache the activation at a block boundary.
+//! The trunk architectures the head can sit on: MobileNetV2 (the default, the live model),
+//! EfficientNet-Lite0 (a stronger ImageNet backbone of the same kind) and VGG16 (the course
+//! study's other baseline). Each is split into blocks so training can freeze a prefix and
+//! cache the activation at a block boundary.
 
-use super::mobilenetv2::{self, MobileNetV2};
+use super::efficientnet_lite::{self, EFFICIENTNET_LITE0};
+use super::inverted_residual_net::{InvertedResidualNet, NetSpec};
+use super::mobilenetv2::{self, MOBILENET_V2};
 use super::vgg16::{self, Vgg16, Vgg16Config};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -17,17 +20,32 @@ pub enum Arch {
     #[cfg_attr(feature = "cli", value(name = "mobilenetv2"))]
     #[serde(rename = "mobilenetv2")]
     MobileNetV2,
+    /// EfficientNet-Lite0 (PyTorch names, BatchNorm folded at import); its 5×5 depthwise
+    /// convs run as candle ops, the rest on MobileNetV2's kernels.
+    #[cfg_attr(feature = "cli", value(name = "efficientnet-lite0"))]
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
     /// VGG16 (Keras names `block1_conv1` … `block5_conv3`), on candle's reference ops.
     Vgg16,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::MobileNetV2, Arch::Vgg16];
+    pub const ALL: [Arch; 3] = [Arch::MobileNetV2, Arch::EfficientNetLite0, Arch::Vgg16];
+
+    /// The table of an inverted-residual trunk (`None`: VGG16).
+    pub fn net_spec(self) -> Option<&'static NetSpec> {
+        match self {
+            Arch::MobileNetV2 => Some(&MOBILENET_V2),
+            Arch::EfficientNetLite0 => Some(&EFFICIENTNET_LITE0),
+            Arch::Vgg16 => None,
+        }
+    }
 
     /// The weights-file metadata value.
     pub fn metadata_name(self) -> &'static str {
         match self {
             Arch::MobileNetV2 => "mobilenet_v2_1.0",
+            Arch::EfficientNetLite0 => "efficientnet_lite0",
             Arch::Vgg16 => "vgg16",
         }
     }
@@ -36,12 +54,15 @@ impl Arch {
         Arch::ALL.into_iter().find(|a| a.metadata_name() == name)
     }
 
-    /// Where `train` looks for the arch's Keras ImageNet weights without `--init` (VGG16's
-    /// must be converted there by the user: see scripts/keras_h5_to_safetensors.py).
+    /// Where `train` looks for the arch's ImageNet weights without `--init` (VGG16's must be
+    /// converted there by the user: see scripts/keras_h5_to_safetensors.py).
     pub fn default_init(self) -> &'static str {
         match self {
             Arch::MobileNetV2 => {
                 "../shared/weights/imagenet/mobilenet_v2_1.0_keras_imagenet.safetensors"
+            }
+            Arch::EfficientNetLite0 => {
+                "../shared/weights/imagenet/efficientnet_lite0_imagenet.safetensors"
             }
             Arch::Vgg16 => "../shared/weights/imagenet/vgg16_keras_imagenet.safetensors",
         }
@@ -49,25 +70,25 @@ impl Arch {
 
     /// Blocks a fine-tune can start from.
     pub fn num_blocks(self) -> usize {
-        match self {
-            Arch::MobileNetV2 => mobilenetv2::NUM_BLOCKS,
-            Arch::Vgg16 => vgg16::NUM_BLOCKS,
+        match self.net_spec() {
+            Some(net) => net.num_blocks(),
+            None => vgg16::NUM_BLOCKS,
         }
     }
 
     /// Width of the pooled features the head reads.
     pub fn feature_channels(self) -> usize {
-        match self {
-            Arch::MobileNetV2 => mobilenetv2::FEATURE_CHANNELS,
-            Arch::Vgg16 => Vgg16Config::default().feature_channels(),
+        match self.net_spec() {
+            Some(net) => net.feature_channels,
+            None => Vgg16Config::default().feature_channels(),
         }
     }
 
     /// Shape `[H, W, C]` of the activation entering block `k` for a square input.
     pub fn boundary_shape(self, input_size: usize, k: usize) -> [usize; 3] {
-        match self {
-            Arch::MobileNetV2 => MobileNetV2::boundary_shape(input_size, k),
-            Arch::Vgg16 => Vgg16::boundary_shape(&Vgg16Config::default(), input_size, k),
+        match self.net_spec() {
+            Some(net) => net.boundary_shape(input_size, k),
+            None => Vgg16::boundary_shape(&Vgg16Config::default(), input_size, k),
         }
     }
 
@@ -76,6 +97,7 @@ impl Arch {
     pub fn is_in_blocks_from(self, name: &str, k: usize) -> bool {
         match self {
             Arch::MobileNetV2 => mobilenetv2::is_in_blocks_from(name, k),
+            Arch::EfficientNetLite0 => efficientnet_lite::is_in_blocks_from(name, k),
             Arch::Vgg16 => vgg16::is_in_blocks_from(name, k),
         }
     }
@@ -85,6 +107,7 @@ impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Arch::MobileNetV2 => "mobilenetv2",
+            Arch::EfficientNetLite0 => "efficientnet-lite0",
             Arch::Vgg16 => "vgg16",
         })
     }
@@ -93,22 +116,23 @@ impl std::fmt::Display for Arch {
 /// A trunk: image `[N,H,W,3]` in [-1, 1] → pooled features `[N, feature_channels]`.
 #[derive(Debug, Clone)]
 pub enum Trunk {
-    MobileNetV2(MobileNetV2),
+    /// MobileNetV2 or EfficientNet-Lite0.
+    InvertedResidual(InvertedResidualNet),
     Vgg16(Vgg16),
 }
 
 impl Trunk {
     pub fn new(arch: Arch, vb: VarBuilder) -> Result<Self> {
-        Ok(match arch {
-            Arch::MobileNetV2 => Trunk::MobileNetV2(MobileNetV2::new(vb)?),
-            Arch::Vgg16 => Trunk::Vgg16(Vgg16::new(vb, Vgg16Config::default())?),
+        Ok(match arch.net_spec() {
+            Some(net) => Trunk::InvertedResidual(InvertedResidualNet::new(vb, net)?),
+            None => Trunk::Vgg16(Vgg16::new(vb, Vgg16Config::default())?),
         })
     }
 
     /// Blocks `0..k`: image → boundary `k`.
     pub fn forward_to(&self, image: &Tensor, k: usize) -> Result<Tensor> {
         match self {
-            Trunk::MobileNetV2(t) => t.forward_to(image, k),
+            Trunk::InvertedResidual(t) => t.forward_to(image, k),
             Trunk::Vgg16(t) => t.forward_to(image, k),
         }
     }
@@ -116,7 +140,7 @@ impl Trunk {
     /// Blocks `k..` and pooling: boundary `k` → pooled features.
     pub fn forward_from(&self, boundary: &Tensor, k: usize) -> Result<Tensor> {
         match self {
-            Trunk::MobileNetV2(t) => t.forward_from(boundary, k),
+            Trunk::InvertedResidual(t) => t.forward_from(boundary, k),
             Trunk::Vgg16(t) => t.forward_from(boundary, k),
         }
     }

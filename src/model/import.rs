@@ -1,5 +1,5 @@
 //! Imports of ImageNet weights trained elsewhere into the model's layouts: Keras' MobileNetV2
-//! and VGG16, and the PyTorch-layout convs of the face detector.
+//! and VGG16, PyTorch's EfficientNet-Lite0, and the PyTorch-layout convs of the face detector.
 
 use super::weights::WeightsError;
 use candle_core::Tensor;
@@ -81,9 +81,81 @@ fn fold_caffe_input(kernel: &Tensor, bias: &Tensor) -> candle_core::Result<(Tens
     Ok((kernel, (bias + shift)?))
 }
 
+/// BatchNorm epsilon of the EfficientNet-Lite checkpoints.
+const EFFICIENTNET_BN_EPS: f64 = 1e-3;
+
+/// Converts a PyTorch EfficientNet-Lite checkpoint (OIHW convs without bias, each followed by
+/// a BatchNorm with running statistics) to the model's layouts, each BatchNorm folded into
+/// its conv: weight·γ/√(var + ε), bias β − mean·γ/√(var + ε). The checkpoint's input,
+/// (pixel − 127) / 128, is folded into the stem, so the model's [-1, 1] input (pixel / 127.5
+/// − 1) gives the same activations (but for the stem's zero padding, grey here, 127 there).
+/// `_fc` (the 1000-way ImageNet classifier) passes through; BatchNorm tensors are consumed.
+pub fn import_efficientnet_lite(
+    path: &Path,
+    torch: HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>, WeightsError> {
+    use crate::model::efficientnet_lite::batch_norm_of;
+    let tensor_error = |source| WeightsError::Tensor {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut folded = HashMap::new();
+    for (name, weight) in &torch {
+        let Some(conv) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        let Some(bn) = batch_norm_of(conv) else {
+            if conv == "_fc" {
+                folded.insert(name.clone(), weight.clone());
+                folded.insert("_fc.bias".to_string(), torch_get(&torch, "_fc.bias", path)?);
+            }
+            continue;
+        };
+        let stat = |s: &str| torch_get(&torch, &format!("{bn}.{s}"), path);
+        let (gamma, beta) = (stat("weight")?, stat("bias")?);
+        let (mean, var) = (stat("running_mean")?, stat("running_var")?);
+        let (w, b) = (|| {
+            let scale = (gamma / (var + EFFICIENTNET_BN_EPS)?.sqrt()?)?;
+            let bias = (beta - (mean * &scale)?)?;
+            let w = weight.broadcast_mul(&scale.reshape((scale.dim(0)?, 1, 1, 1))?)?;
+            if conv == "_conv_stem" {
+                // x_torch = x · 127.5/128 + 0.5/128 for x = pixel / 127.5 − 1.
+                let shift = (w.sum((1, 2, 3))? * (0.5 / 128.0))?;
+                Ok::<_, candle_core::Error>(((w * (127.5 / 128.0))?, (bias + shift)?))
+            } else {
+                Ok((w, bias))
+            }
+        })()
+        .map_err(tensor_error)?;
+        folded.insert(name.clone(), w);
+        folded.insert(format!("{conv}.bias"), b);
+    }
+    if !folded.contains_key("_conv_stem.weight") {
+        return Err(tensor_error(candle_core::Error::Msg(
+            "no `_conv_stem.weight`: not an EfficientNet-Lite checkpoint".into(),
+        )));
+    }
+    oihw_to_nhwc_layouts(path, folded, |name| name.contains("_depthwise_conv"))
+}
+
+/// Tensor `name` of a checkpoint, or an error naming it.
+fn torch_get(
+    tensors: &HashMap<String, Tensor>,
+    name: &str,
+    path: &Path,
+) -> Result<Tensor, WeightsError> {
+    tensors
+        .get(name)
+        .cloned()
+        .ok_or_else(|| WeightsError::Tensor {
+            path: path.to_path_buf(),
+            source: candle_core::Error::Msg(format!("no `{name}` in the checkpoint")),
+        })
+}
+
 /// Converts PyTorch-layout conv tensors to the layouts of the project's NHWC ops (see
-/// `ops`): depthwise `[C,1,3,3]` (the tensors `is_depthwise` names) → `[3,3,C]`, pointwise
-/// `[O,I,1,1]` → `[O,I]`, dense 3×3 `[O,I,3,3]` → `[O, 3·3·I]` in (kh, kw, i) order. Names
+/// `ops`): depthwise `[C,1,k,k]` (the tensors `is_depthwise` names) → `[k,k,C]`, pointwise
+/// `[O,I,1,1]` → `[O,I]`, dense k×k `[O,I,k,k]` → `[O, k·k·I]` in (kh, kw, i) order. Names
 /// are kept; other tensors pass through unchanged.
 pub fn oihw_to_nhwc_layouts(
     path: &Path,
@@ -97,11 +169,13 @@ pub fn oihw_to_nhwc_layouts(
     let mut out = HashMap::with_capacity(tensors.len());
     for (name, t) in tensors {
         let converted = match *t.dims() {
-            [c, 1, 3, 3] if is_depthwise(&name) => {
-                t.reshape((c, 3, 3)).and_then(|t| t.permute((1, 2, 0)))
+            [c, 1, kh, kw] if is_depthwise(&name) => {
+                t.reshape((c, kh, kw)).and_then(|t| t.permute((1, 2, 0)))
             }
             [o, i, 1, 1] => t.reshape((o, i)),
-            [o, i, 3, 3] => t.permute((0, 2, 3, 1)).and_then(|t| t.reshape((o, 9 * i))),
+            [o, i, kh, kw] => t
+                .permute((0, 2, 3, 1))
+                .and_then(|t| t.reshape((o, kh * kw * i))),
             _ => Ok(t),
         }
         .and_then(|t| t.contiguous())

@@ -1,9 +1,12 @@
-//! The affect model: a trunk (MobileNetV2, or VGG16 for the study) and a two-output head,
+//! The affect model: a trunk (MobileNetV2; EfficientNet-Lite0 or VGG16 for the study) and a
+//! two-output head,
 //! shared by train, eval and live.
 
 pub mod backbone;
+pub mod efficientnet_lite;
 pub mod head;
 pub mod import;
+pub mod inverted_residual_net;
 pub mod labels;
 pub mod mobilenetv2;
 pub mod ops;
@@ -103,7 +106,7 @@ impl AffectModel {
     /// The prepared ops hold copies of the weights: call it again after changing them.
     pub fn set_precision(&mut self, precision: Precision) -> candle_core::Result<Precision> {
         let bf16 = precision != Precision::F32 && self.bf16_runs();
-        if let Trunk::MobileNetV2(trunk) = &mut self.trunk {
+        if let Trunk::InvertedResidual(trunk) = &mut self.trunk {
             if self.head.device().is_cpu() {
                 trunk.prepare_inference(Some(bf16))?;
             }
@@ -116,7 +119,7 @@ impl AffectModel {
     }
 
     fn bf16_runs(&self) -> bool {
-        matches!(self.trunk, Trunk::MobileNetV2(_))
+        matches!(self.trunk, Trunk::InvertedResidual(_))
             && self.head.device().is_cpu()
             && ops::bf16_supported()
     }
@@ -136,7 +139,7 @@ impl AffectModel {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// bf16 where it runs (a CPU with AVX512-BF16, MobileNetV2), else f32.
+    /// bf16 where it runs (a CPU with AVX512-BF16, MobileNetV2 or EfficientNet-Lite0), else f32.
     #[default]
     Auto,
     /// f32 throughout.
@@ -216,7 +219,7 @@ mod tests {
             let fused = model.forward(&x).unwrap();
             model.set_precision(Precision::Auto).unwrap();
             let auto = model.forward(&x).unwrap();
-            if let Trunk::MobileNetV2(trunk) = &mut model.trunk {
+            if let Trunk::InvertedResidual(trunk) = &mut model.trunk {
                 trunk.prepare_inference(None).unwrap();
             }
             let plain = model.forward(&x).unwrap();

@@ -149,6 +149,9 @@ fn new_trainer(cfg: &TrainConfig, meta: &ModelMeta, device: &Device) -> Result<T
             } else {
                 match cfg.arch {
                     Arch::MobileNetV2 => import::import_keras_imagenet(path, file.tensors)?,
+                    Arch::EfficientNetLite0 => {
+                        import::import_efficientnet_lite(path, file.tensors)?
+                    }
                     Arch::Vgg16 => import::import_keras_vgg16(path, file.tensors)?,
                 }
             }

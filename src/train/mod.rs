@@ -36,7 +36,8 @@ pub enum Finetune {
 }
 
 impl Finetune {
-    /// The last `n` blocks of `arch` (and, in MobileNetV2, the last 1×1 conv), or everything.
+    /// The last `n` blocks of `arch` (and, in the inverted-residual nets, the last 1×1 conv), or
+    /// everything.
     pub fn last_blocks(n: usize, arch: Arch) -> Self {
         if n == 0 {
             Finetune::HeadOnly

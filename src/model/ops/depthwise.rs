@@ -1,7 +1,7 @@
 //! Depthwise 3×3 conv with bias and activation, and its input and weight gradients.
 
 use super::dense::{act_mask, parallel_sum};
-use super::{dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry};
+use super::{dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry, SamePadding};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -306,5 +306,93 @@ pub fn depthwise3x3(
         )
     } else {
         super::depthwise3x3_reference(x, weight, bias, conv, act)
+    }
+}
+
+/// Depthwise conv with TensorFlow "SAME" padding, bias and activation, for any window: the
+/// 3×3 kernels where their padding is the same, else [`super::depthwise_same_reference`].
+/// x `[N,H,W,C]`, weight `[k,k,C]`, bias `[C]`.
+pub fn depthwise(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    window: SamePadding,
+    act: Act,
+) -> Result<Tensor> {
+    let (_, h, w, _) = x.dims4()?;
+    if window.is_keras_3x3(h, w) {
+        let conv = Conv3x3 {
+            stride: window.stride,
+        };
+        depthwise3x3(x, weight, bias, conv, act)
+    } else {
+        super::depthwise_same_reference(x, weight, bias, window, act)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Depthwise conv as candle's grouped conv2d with explicit TensorFlow padding (NCHW).
+    fn grouped_conv(x: &Tensor, weight: &Tensor, bias: &Tensor, window: SamePadding) -> Tensor {
+        let (_, h, w, c) = x.dims4().unwrap();
+        let k = window.kernel;
+        let pad = |len: usize| {
+            let before = window.pad_before(len);
+            let total = (window.out_len(len) - 1) * window.stride + k - len;
+            (before, total - before)
+        };
+        let ((bh, ah), (bw, aw)) = (pad(h), pad(w));
+        let kernel = weight
+            .permute((2, 0, 1))
+            .unwrap()
+            .reshape((c, 1, k, k))
+            .unwrap();
+        let y = x
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .pad_with_zeros(2, bh, ah)
+            .unwrap()
+            .pad_with_zeros(3, bw, aw)
+            .unwrap()
+            .conv2d(&kernel.contiguous().unwrap(), 0, window.stride, 1, c)
+            .unwrap();
+        y.permute((0, 2, 3, 1))
+            .unwrap()
+            .broadcast_add(bias)
+            .unwrap()
+    }
+
+    #[test]
+    fn any_window_matches_a_grouped_conv_and_has_gradients() {
+        let dev = Device::Cpu;
+        for (k, s, h, w, c) in [
+            (5, 1, 7, 6, 3),
+            (5, 2, 8, 8, 4),
+            (5, 2, 9, 7, 2),
+            (3, 2, 7, 5, 3),
+            (3, 1, 6, 6, 2),
+        ] {
+            let window = SamePadding {
+                kernel: k,
+                stride: s,
+            };
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1., (2, h, w, c), &dev).unwrap()).unwrap();
+            let wt = Tensor::randn(0f32, 1., (k, k, c), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1., c, &dev).unwrap();
+            let ours = depthwise(&x, &wt, &b, window, Act::Identity).unwrap();
+            let want = grouped_conv(&x, &wt, &b, window);
+            assert_eq!(ours.dims(), want.dims(), "k {k} s {s} {h}x{w}");
+            let err = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                err.to_scalar::<f32>().unwrap() < 1e-4,
+                "k {k} s {s} {h}x{w}"
+            );
+            let grads = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(grads.get(&x).unwrap().dims(), x.dims());
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! Activations are NHWC (`[N, H, W, C]`, channels contiguous) so a depthwise 3×3 vectorises
 //! over channels and a pointwise conv is one `[N·H·W, Cin] × [Cin, Cout]` matmul:
 //! - [`dense`]: dense layers and 1×1 convs, a GEMM with a fused bias + activation epilogue;
-//! - [`depthwise3x3`]: the depthwise 3×3 conv and its input/weight gradients;
+//! - [`depthwise3x3`]: the depthwise 3×3 conv and its input/weight gradients ([`depthwise`]
+//!   takes any window with TensorFlow padding, the 5×5 ones as [`depthwise_same_reference`]);
 //! - [`conv3x3_input`]: the stem's dense 3×3 conv, as im2col patches into [`dense`];
 //! - [`dense_reference`], [`depthwise3x3_reference`], [`conv3x3_input_reference`]: the same
 //!   with candle's own ops.
@@ -116,13 +117,13 @@ mod testing;
 
 pub use dense::dense;
 pub use dense_bf16::{bf16_supported, DenseBf16};
-pub use depthwise::depthwise3x3;
+pub use depthwise::{depthwise, depthwise3x3};
 pub use inverted_residual::{BlockTensors, Conv1x1, InvertedResidualBlock};
 pub use pointwise_depthwise::PointwiseDepthwise;
 pub use pool::{max_pool2x2, upsample2_add};
 pub use reference::{
-    conv3x3_input_reference, dense_reference, depthwise3x3_reference, max_pool2x2_reference,
-    upsample2_add_reference,
+    conv3x3_input_reference, dense_reference, depthwise3x3_reference, depthwise_same_reference,
+    max_pool2x2_reference, upsample2_add_reference,
 };
 pub use rgb_stem::{ChannelOrder, RgbStem};
 pub use stem::conv3x3_input;
@@ -161,6 +162,33 @@ impl Conv3x3 {
     /// Padding after the last row/column that yields `out_len` outputs.
     fn pad_after(self, len: usize) -> usize {
         (self.out_len(len) - 1) * self.stride + 3 - len - self.pad_before()
+    }
+}
+
+/// TensorFlow "SAME" padding of a `kernel`×`kernel` window with stride `stride` (EfficientNet's):
+/// ⌈len / stride⌉ outputs, the padding split evenly with the odd pixel after. For a 3×3 window
+/// it is [`Conv3x3`]'s Keras padding, except on odd inputs at stride 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SamePadding {
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl SamePadding {
+    pub fn out_len(self, len: usize) -> usize {
+        len.div_ceil(self.stride)
+    }
+
+    /// Padding before the first row/column of an input of `len` pixels.
+    pub fn pad_before(self, len: usize) -> usize {
+        ((self.out_len(len) - 1) * self.stride + self.kernel).saturating_sub(len) / 2
+    }
+
+    /// Whether [`Conv3x3`]'s padding is the same on an `h`×`w` input, so its kernels apply.
+    fn is_keras_3x3(self, h: usize, w: usize) -> bool {
+        self.kernel == 3
+            && (self.stride == 1
+                || (self.stride == 2 && h.is_multiple_of(2) && w.is_multiple_of(2)))
     }
 }
 
@@ -323,6 +351,28 @@ fn written(out: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_padding_matches_keras_on_even_inputs() {
+        for (kernel, stride, len, out, before) in [
+            (3, 1, 7, 7, 1),
+            (3, 2, 128, 64, 0),
+            (3, 2, 7, 4, 1),
+            (5, 1, 8, 8, 2),
+            (5, 2, 32, 16, 1),
+            (5, 2, 9, 5, 2),
+        ] {
+            let same = SamePadding { kernel, stride };
+            assert_eq!((same.out_len(len), same.pad_before(len)), (out, before));
+        }
+        let conv = Conv3x3 { stride: 2 };
+        let same = SamePadding {
+            kernel: 3,
+            stride: 2,
+        };
+        assert_eq!(same.pad_before(128), conv.pad_before());
+        assert!(same.is_keras_3x3(128, 64) && !same.is_keras_3x3(7, 8));
+    }
 
     #[test]
     fn keras_padding_for_stride_2() {

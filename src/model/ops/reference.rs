@@ -1,8 +1,8 @@
 //! The same layers with candle's own ops: the path on other devices (CUDA) and the tests'
 //! reference for the CPU kernels.
 
-use super::{Act, Conv3x3};
-use candle_core::{Result, Tensor};
+use super::{Act, Conv3x3, SamePadding};
+use candle_core::{bail, Result, Tensor};
 
 /// `act(x + bias)`.
 fn bias_act_reference(x: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
@@ -45,6 +45,57 @@ pub fn depthwise3x3_reference(
     let kernel = weight.permute((2, 0, 1))?.reshape((c, 1, 3, 3))?;
     let y = keras_padded_nchw(x, conv)?.conv2d(&kernel, 0, conv.stride, 1, c)?;
     bias_act_reference(&y.permute((0, 2, 3, 1))?, bias, act)
+}
+
+/// A depthwise k×k conv with TensorFlow "SAME" padding: x `[N,H,W,C]`, weight `[k,k,C]`, bias
+/// `[C]`. A sum of k² taps, each a strided slice of the padded input times that tap's weights,
+/// in NHWC with candle's ops (so it has a backward): candle's grouped conv2d runs one conv per
+/// channel, which is far slower for hundreds of channels.
+pub fn depthwise_same_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    window: SamePadding,
+    act: Act,
+) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let (k, s) = (window.kernel, window.stride);
+    if weight.dims() != [k, k, c] || k < s {
+        bail!(
+            "depthwise {k}×{k} stride {s}: weight {:?} for {c} channels",
+            weight.dims()
+        );
+    }
+    let (ho, wo) = (window.out_len(h), window.out_len(w));
+    // Padded so that every tap's rows are in range, and to a multiple of the stride so the
+    // stride can be split off as its own axis: tap (i, j) reads phase (i % s, j % s).
+    let padded = |len: usize, out: usize| ((out - 1) * s + k).div_ceil(s) * s - len;
+    let (ph, pw) = (padded(h, ho), padded(w, wo));
+    let (bh, bw) = (window.pad_before(h), window.pad_before(w));
+    let xp = x
+        .pad_with_zeros(1, bh, ph - bh)?
+        .pad_with_zeros(2, bw, pw - bw)?
+        .reshape((n, (h + ph) / s, s, (w + pw) / s, s, c))?;
+    let mut sum = bias
+        .reshape((1, 1, 1, c))?
+        .broadcast_as((n, ho, wo, c))?
+        .contiguous()?;
+    for i in 0..k {
+        for j in 0..k {
+            let tap = xp
+                .narrow(2, i % s, 1)?
+                .narrow(4, j % s, 1)?
+                .narrow(1, i / s, ho)?
+                .narrow(3, j / s, wo)?
+                .reshape((n, ho, wo, c))?;
+            sum = (sum + tap.broadcast_mul(&weight.get(i)?.get(j)?)?)?;
+        }
+    }
+    match act {
+        Act::Identity => Ok(sum),
+        Act::Relu => sum.relu(),
+        Act::Relu6 => sum.clamp(0f32, 6f32),
+    }
 }
 
 /// [`super::conv3x3_input`] with candle's conv2d (NCHW).

@@ -1,0 +1,324 @@
+//! The inverted-residual networks, MobileNetV2 and EfficientNet-Lite, in NHWC with BatchNorm
+//! folded into each conv's bias: a 3×3 stride-2 stem, a table of inverted-residual blocks
+//! (expand 1×1 → depthwise k×k → project 1×1, ReLU6), a last 1×1 conv, global average pooling.
+//! The two differ only in their tables (EfficientNet-Lite has 5×5 depthwise convs) and in
+//! their checkpoints' parameter names, which [`NetSpec`] holds (`mobilenetv2.rs`,
+//! `efficientnet_lite.rs`).
+//!
+//! Layouts: the stem `[Cout, 3·3·3]` (kh, kw, cin), pointwise convs `[Cout, Cin]`, depthwise
+//! convs `[k, k, C]`.
+
+use super::ops::{self, Act, BlockTensors, Conv1x1, Conv3x3, DenseBf16, InvertedResidualBlock};
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use std::sync::Arc;
+
+/// A stage of the block table: `repeats` blocks of expansion `expansion`, a `kernel`×`kernel`
+/// depthwise conv and `channels` outputs, the first with stride `stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub expansion: usize,
+    pub kernel: usize,
+    pub channels: usize,
+    pub repeats: usize,
+    pub stride: usize,
+}
+
+/// The layers of a block, as named in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Expand,
+    Depthwise,
+    Project,
+}
+
+/// An inverted-residual network: its table and its checkpoint's names.
+#[derive(Debug)]
+pub struct NetSpec {
+    pub stages: &'static [Stage],
+    pub stem_channels: usize,
+    pub feature_channels: usize,
+    /// The stem's and the last 1×1 conv's names.
+    pub stem_name: &'static str,
+    pub last_name: &'static str,
+    /// The name of a block's layer.
+    pub layer_name: fn(block: usize, Layer) -> String,
+}
+
+/// One inverted-residual block's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpec {
+    pub in_channels: usize,
+    pub hidden: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl BlockSpec {
+    pub fn residual(&self) -> bool {
+        self.stride == 1 && self.in_channels == self.out_channels
+    }
+}
+
+impl NetSpec {
+    /// The blocks of the table, in order.
+    pub fn blocks(&self) -> Vec<BlockSpec> {
+        let mut specs = Vec::new();
+        let mut cin = self.stem_channels;
+        for stage in self.stages {
+            for i in 0..stage.repeats {
+                specs.push(BlockSpec {
+                    in_channels: cin,
+                    hidden: cin * stage.expansion,
+                    out_channels: stage.channels,
+                    kernel: stage.kernel,
+                    stride: if i == 0 { stage.stride } else { 1 },
+                });
+                cin = stage.channels;
+            }
+        }
+        specs
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.stages.iter().map(|s| s.repeats).sum()
+    }
+
+    /// Shape `[H, W, C]` of boundary `k` for a square input of `input_size` pixels.
+    pub fn boundary_shape(&self, input_size: usize, k: usize) -> [usize; 3] {
+        let stem = Conv3x3 { stride: 2 };
+        let mut side = stem.out_len(input_size);
+        let mut channels = self.stem_channels;
+        for spec in &self.blocks()[..k] {
+            side = side.div_ceil(spec.stride);
+            channels = spec.out_channels;
+        }
+        [side, side, channels]
+    }
+}
+
+/// A conv's weight and folded-BatchNorm bias.
+#[derive(Debug, Clone)]
+struct ConvParams {
+    weight: Tensor,
+    bias: Tensor,
+    /// The weights packed for the bf16 kernel, when inference runs the 1×1 convs in bf16.
+    bf16: Option<Arc<DenseBf16>>,
+}
+
+impl ConvParams {
+    fn new(vb: VarBuilder, weight_shape: &[usize], fan_in: usize) -> Result<Self> {
+        // He-normal for ReLU6 networks trained from scratch; overwritten by imported weights.
+        let init = Init::Randn {
+            mean: 0.,
+            stdev: (2.0 / fan_in as f64).sqrt(),
+        };
+        let out = weight_shape[if weight_shape.len() == 3 { 2 } else { 0 }];
+        Ok(Self {
+            weight: vb.get_with_hints(weight_shape, "weight", init)?,
+            bias: vb.get_with_hints(out, "bias", Init::Const(0.))?,
+            bf16: None,
+        })
+    }
+
+    /// This 1×1 conv (weight `[Cout, Cin]`) on x `[…, Cin]`, in bf16 if packed for it.
+    fn pointwise(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        match &self.bf16 {
+            Some(packed) => packed.forward(x, act),
+            None => ops::dense(x, &self.weight, &self.bias, act),
+        }
+    }
+
+    /// This 1×1 conv as the fused block takes it.
+    fn as_conv1x1(&self) -> Conv1x1<'_> {
+        Conv1x1 {
+            weight: &self.weight,
+            bias: &self.bias,
+            bf16: self.bf16.as_ref(),
+        }
+    }
+
+    /// Packs the weights for the bf16 kernel (`bf16`), or drops the packing.
+    fn set_bf16(&mut self, bf16: bool) -> Result<()> {
+        self.bf16 = if bf16 {
+            Some(Arc::new(DenseBf16::new(&self.weight, &self.bias)?))
+        } else {
+            None
+        };
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct InvertedResidual {
+    spec: BlockSpec,
+    expand: Option<ConvParams>,
+    depthwise: ConvParams,
+    project: ConvParams,
+    /// The block as one op, for inference (see [`MobileNetV2::prepare_inference`]).
+    fused: Option<Arc<InvertedResidualBlock>>,
+}
+
+impl InvertedResidual {
+    /// Block `index` of `net`, its parameters named as `net`'s checkpoint names them.
+    fn new(vb: &VarBuilder, net: &NetSpec, index: usize, spec: BlockSpec) -> Result<Self> {
+        let layer = |layer| vb.pp((net.layer_name)(index, layer));
+        let expand = if spec.hidden != spec.in_channels {
+            Some(ConvParams::new(
+                layer(Layer::Expand),
+                &[spec.hidden, spec.in_channels],
+                spec.in_channels,
+            )?)
+        } else {
+            None
+        };
+        let k = spec.kernel;
+        Ok(Self {
+            spec,
+            expand,
+            depthwise: ConvParams::new(layer(Layer::Depthwise), &[k, k, spec.hidden], k * k)?,
+            project: ConvParams::new(
+                layer(Layer::Project),
+                &[spec.out_channels, spec.hidden],
+                spec.hidden,
+            )?,
+            fused: None,
+        })
+    }
+
+    /// The block as one op (`Some`) for inference, its 1×1 convs in bf16 or f32; `None`: the
+    /// three trainable ops.
+    fn set_fused(&mut self, fused: Option<bool>) -> Result<()> {
+        // The three ops still run the layers the fused op does not split well; the fused op
+        // shares their bf16 packing.
+        let bf16 = fused == Some(true);
+        if let Some(expand) = &mut self.expand {
+            expand.set_bf16(bf16)?;
+        }
+        self.project.set_bf16(bf16)?;
+        self.fused = match fused {
+            Some(_) if self.spec.kernel == 3 => {
+                Some(Arc::new(InvertedResidualBlock::new(BlockTensors {
+                    expand: self.expand.as_ref().map(ConvParams::as_conv1x1),
+                    depthwise: (&self.depthwise.weight, &self.depthwise.bias),
+                    project: self.project.as_conv1x1(),
+                    stride: self.spec.stride,
+                })?))
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(fused) = &self.fused {
+            if fused.band_rows(x.dims()).is_some() {
+                return fused.forward(x);
+            }
+        }
+        let h = match &self.expand {
+            Some(e) => e.pointwise(x, Act::Relu6)?,
+            None => x.clone(),
+        };
+        let window = ops::SamePadding {
+            kernel: self.spec.kernel,
+            stride: self.spec.stride,
+        };
+        let h = ops::depthwise(
+            &h,
+            &self.depthwise.weight,
+            &self.depthwise.bias,
+            window,
+            Act::Relu6,
+        )?;
+        let h = self.project.pointwise(&h, Act::Identity)?;
+        if self.spec.residual() {
+            h + x
+        } else {
+            Ok(h)
+        }
+    }
+}
+
+/// An inverted-residual trunk: image `[N,H,W,3]` in [-1, 1] → pooled features
+/// `[N, feature_channels]`.
+///
+/// "Boundary k" is the activation entering block k (boundary 0 is the stem's output, the
+/// last boundary the last block's), so training can cache a boundary and run only the rest.
+#[derive(Debug, Clone)]
+pub struct InvertedResidualNet {
+    spec: &'static NetSpec,
+    stem: ConvParams,
+    blocks: Vec<InvertedResidual>,
+    last: ConvParams,
+}
+
+impl InvertedResidualNet {
+    pub fn new(vb: VarBuilder, spec: &'static NetSpec) -> Result<Self> {
+        let stem_channels = spec.stem_channels;
+        let stem = ConvParams::new(vb.pp(spec.stem_name), &[stem_channels, 27], 27)?;
+        let blocks = spec
+            .blocks()
+            .into_iter()
+            .enumerate()
+            .map(|(i, block)| InvertedResidual::new(&vb, spec, i, block))
+            .collect::<Result<Vec<_>>>()?;
+        let cin = spec.stages[spec.stages.len() - 1].channels;
+        let last = ConvParams::new(vb.pp(spec.last_name), &[spec.feature_channels, cin], cin)?;
+        Ok(Self {
+            spec,
+            stem,
+            blocks,
+            last,
+        })
+    }
+
+    pub fn spec(&self) -> &'static NetSpec {
+        self.spec
+    }
+
+    /// Stem and blocks `0..k`: image → boundary `k`.
+    pub fn forward_to(&self, image: &Tensor, k: usize) -> Result<Tensor> {
+        let conv = Conv3x3 { stride: 2 };
+        let mut x =
+            ops::conv3x3_input(image, &self.stem.weight, &self.stem.bias, conv, Act::Relu6)?;
+        for block in &self.blocks[..k] {
+            x = block.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// Blocks `k..`, the last 1×1 conv and global average pooling: boundary `k` → pooled.
+    pub fn forward_from(&self, boundary: &Tensor, k: usize) -> Result<Tensor> {
+        let mut x = boundary.clone();
+        for block in &self.blocks[k..] {
+            x = block.forward(&x)?;
+        }
+        let x = self.last.pointwise(&x, Act::Relu6)?;
+        global_avg_pool(&x)
+    }
+
+    /// Makes each 3×3 block one op for inference (`Some`), with the 1×1 convs (89 % of
+    /// MobileNetV2's multiply-adds at 128×128) in bf16 (`Some(true)`) or f32; `None` goes
+    /// back to the trainable ops. The fused ops have no backward pass and hold copies of the
+    /// weights, frozen at the time of the call.
+    pub fn prepare_inference(&mut self, inference: Option<bool>) -> Result<()> {
+        for block in &mut self.blocks {
+            block.set_fused(inference)?;
+        }
+        self.last.set_bf16(inference == Some(true))
+    }
+
+    /// Image → pooled features.
+    pub fn forward(&self, image: &Tensor) -> Result<Tensor> {
+        self.forward_from(&self.forward_to(image, 0)?, 0)
+    }
+}
+
+/// Mean over the spatial positions of an NHWC tensor.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(D::Minus1)?;
+    let n = x.dim(0)?;
+    x.reshape((n, (), c))?.mean(1)
+}
