@@ -2,7 +2,10 @@
 //! and `affectcam selftest` on whatever device the binary finds (a GPU machine has no
 //! toolchain, so the checks live in the library, not only in tests).
 
-use super::{dense, dense_reference, depthwise3x3, depthwise3x3_reference, Act, Conv3x3};
+use super::{
+    dense, dense_reference, depthwise, depthwise3x3, depthwise3x3_reference,
+    depthwise_same_reference, Act, Conv3x3, SamePadding,
+};
 use candle_core::{Device, Result, Shape, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +132,23 @@ pub fn custom_ops(device: &Device) -> Result<Vec<OpCheck>> {
             |t| depthwise3x3_reference(&t[0], &t[1], &t[2], conv, act),
         )?);
     }
+    // 5×5 windows (EfficientNet-Lite), against the strided-tap reference: both strides, odd
+    // sizes (their padding differs), the shapes of Lite0's 5×5 layers at 128×128.
+    for (stride, n, h, w, c, act) in [
+        (1, 2, 7, 6, 5, Act::Relu6),
+        (2, 2, 9, 9, 3, Act::Identity),
+        (2, 2, 32, 32, 144, Act::Relu6),
+        (1, 2, 4, 4, 1152, Act::Relu6),
+    ] {
+        let window = SamePadding { kernel: 5, stride };
+        checks.push(compare(
+            &format!("depthwise5x5 stride {stride} {act:?}"),
+            &[&[n, h, w, c], &[5, 5, c], &[c]],
+            device,
+            |t| depthwise(&t[0], &t[1], &t[2], window, act),
+            |t| depthwise_same_reference(&t[0], &t[1], &t[2], window, act),
+        )?);
+    }
     for (x, out, act) in [
         (&[3, 19][..], 37, Act::Relu6),
         (&[700, 19][..], 37, Act::Relu),
@@ -156,7 +176,7 @@ mod tests {
     #[test]
     fn every_custom_op_matches_its_reference_on_the_cpu() {
         let checks = custom_ops(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 13);
+        assert_eq!(checks.len(), 17);
         for check in &checks {
             assert!(check.passed(), "{check:?}");
             assert!(!check.gradients.is_empty());

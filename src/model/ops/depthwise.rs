@@ -1,7 +1,9 @@
 //! Depthwise 3×3 conv with bias and activation, and its input and weight gradients.
 
 use super::dense::{act_mask, parallel_sum};
-use super::{dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry, SamePadding};
+use super::{
+    dims4, filled, inputs, par_output, repeated, Act, Conv3x3, Geometry, SamePadding, Window,
+};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -16,22 +18,39 @@ fn fma_row(acc: &mut [f32], a: &[f32], b: &[f32]) {
 }
 
 simd_dispatch!(dw_forward_row, fn<'a>(x: &[f32], wt: &[f32], bias: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
+    match g.kernel {
+        3 => forward_row::<3>(x, wt, bias, g, row, out, act),
+        _ => forward_row::<5>(x, wt, bias, g, row, out, act),
+    }
+});
+
+/// Output row `row` (over all images) of a K×K depthwise conv.
+#[inline(always)]
+fn forward_row<'a, const K: usize>(
+    x: &[f32],
+    wt: &[f32],
+    bias: &[f32],
+    g: &Geometry,
+    row: usize,
+    out: &'a mut [MaybeUninit<f32>],
+    act: Act,
+) -> &'a mut [f32] {
     let (n, oh) = (row / g.ho, row % g.ho);
     let rows = std::array::from_fn(|kh| {
         let ih = g.input_at(oh, kh, g.h)?;
         Some(&x[(n * g.h + ih) * g.w * g.c..][..g.w * g.c])
     });
-    forward_row_of(rows, wt, bias, g, out, act)
-});
+    forward_row_of::<K>(rows, wt, bias, g, out, act)
+}
 
 simd_dispatch!(pub(super) dw_forward_row_of, fn<'a>(rows: [Option<&[f32]>; 3], wt: &[f32], bias: &[f32], g: &Geometry, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
-    forward_row_of(rows, wt, bias, g, out, act)
+    forward_row_of::<3>(rows, wt, bias, g, out, act)
 });
 
-/// One output row (`wo × c`) from the three input rows its taps read (`None`: padding).
+/// One output row (`wo × c`) from the K input rows its taps read (`None`: padding).
 #[inline(always)]
-fn forward_row_of<'a>(
-    rows: [Option<&[f32]>; 3],
+fn forward_row_of<'a, const K: usize>(
+    rows: [Option<&[f32]>; K],
     wt: &[f32],
     bias: &[f32],
     g: &Geometry,
@@ -43,9 +62,9 @@ fn forward_row_of<'a>(
     for (kh, x_row) in rows.iter().enumerate() {
         let Some(x_row) = x_row else { continue };
         for (ow, o) in out.chunks_exact_mut(c).enumerate() {
-            for kw in 0..3 {
+            for kw in 0..K {
                 if let Some(iw) = g.input_at(ow, kw, g.w) {
-                    fma_row(o, &x_row[iw * c..][..c], &wt[(kh * 3 + kw) * c..][..c]);
+                    fma_row(o, &x_row[iw * c..][..c], &wt[(kh * K + kw) * c..][..c]);
                 }
             }
         }
@@ -57,39 +76,72 @@ fn forward_row_of<'a>(
 }
 
 simd_dispatch!(dw_grad_input_row, fn<'a>(grad: &[f32], wt: &[f32], g: &Geometry, row: usize, out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+    match g.kernel {
+        3 => grad_input_row::<3>(grad, wt, g, row, out),
+        _ => grad_input_row::<5>(grad, wt, g, row, out),
+    }
+});
+
+#[inline(always)]
+fn grad_input_row<'a, const K: usize>(
+    grad: &[f32],
+    wt: &[f32],
+    g: &Geometry,
+    row: usize,
+    out: &'a mut [MaybeUninit<f32>],
+) -> &'a mut [f32] {
     let (n, ih) = (row / g.h, row % g.h);
     let c = g.c;
     let out = filled(out, 0.0);
-    for kh in 0..3 {
-        let Some(oh) = g.output_at(ih, kh, g.ho) else { continue };
+    for kh in 0..K {
+        let Some(oh) = g.output_at(ih, kh, g.ho) else {
+            continue;
+        };
         let g_row = &grad[(n * g.ho + oh) * g.wo * c..][..g.wo * c];
         for (iw, o) in out.chunks_exact_mut(c).enumerate() {
-            for kw in 0..3 {
+            for kw in 0..K {
                 if let Some(ow) = g.output_at(iw, kw, g.wo) {
-                    fma_row(o, &g_row[ow * c..][..c], &wt[(kh * 3 + kw) * c..][..c]);
+                    fma_row(o, &g_row[ow * c..][..c], &wt[(kh * K + kw) * c..][..c]);
                 }
             }
         }
     }
     out
-});
+}
 
 simd_dispatch!(dw_grad_weight_row, fn(x: &[f32], grad: &[f32], g: &Geometry, row: usize, acc: &mut [f32]) {
-    // acc holds 9 tap rows then the bias row, each of C values.
+    match g.kernel {
+        3 => grad_weight_row::<3>(x, grad, g, row, acc),
+        _ => grad_weight_row::<5>(x, grad, g, row, acc),
+    }
+});
+
+/// Adds output row `row`'s share of the weight and bias gradients to `acc`: K·K tap rows then
+/// the bias row, each of C values.
+#[inline(always)]
+fn grad_weight_row<const K: usize>(
+    x: &[f32],
+    grad: &[f32],
+    g: &Geometry,
+    row: usize,
+    acc: &mut [f32],
+) {
     let (n, oh) = (row / g.ho, row % g.ho);
     let c = g.c;
     let g_row = &grad[(n * g.ho + oh) * g.wo * c..][..g.wo * c];
-    let (taps, bias) = acc.split_at_mut(9 * c);
+    let (taps, bias) = acc.split_at_mut(K * K * c);
     for go in g_row.chunks_exact(c) {
         for (b, &v) in bias.iter_mut().zip(go) {
             *b += v;
         }
     }
-    for kh in 0..3 {
-        let Some(ih) = g.input_at(oh, kh, g.h) else { continue };
+    for kh in 0..K {
+        let Some(ih) = g.input_at(oh, kh, g.h) else {
+            continue;
+        };
         let x_row = &x[(n * g.h + ih) * g.w * c..][..g.w * c];
-        for kw in 0..3 {
-            let tap = &mut taps[(kh * 3 + kw) * c..][..c];
+        for kw in 0..K {
+            let tap = &mut taps[(kh * K + kw) * c..][..c];
             for (ow, go) in g_row.chunks_exact(c).enumerate() {
                 if let Some(iw) = g.input_at(ow, kw, g.w) {
                     fma_row(tap, &x_row[iw * c..][..c], go);
@@ -97,11 +149,11 @@ simd_dispatch!(dw_grad_weight_row, fn(x: &[f32], grad: &[f32], g: &Geometry, row
             }
         }
     }
-});
+}
 
-/// Depthwise 3×3 conv + bias (+ ReLU6): x `[N,H,W,C]`, weight `[3,3,C]`, bias `[C]`.
+/// Depthwise k×k conv + bias (+ ReLU6): x `[N,H,W,C]`, weight `[k,k,C]`, bias `[C]`.
 struct Depthwise {
-    conv: Conv3x3,
+    window: Window,
     act: Act,
 }
 
@@ -123,8 +175,8 @@ impl CustomOp3 for Depthwise {
             self.name(),
             [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
         )?;
-        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
-        if wt.len() != 9 * g.c || bias.len() != g.c {
+        let g = Geometry::of(self.window, dims4(xl, self.name())?);
+        if wt.len() != g.kernel * g.kernel * g.c || bias.len() != g.c {
             bail!(
                 "depthwise: weight {:?} / bias {:?} for {} channels",
                 wl.shape(),
@@ -148,7 +200,7 @@ impl CustomOp3 for Depthwise {
         bs: &CudaStorage,
         bl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let g = Geometry::new(self.conv, dims4(xl, self.name())?);
+        let g = Geometry::of(self.window, dims4(xl, self.name())?);
         let out = super::cuda::depthwise_forward((xs, xl), (ws, wl), (bs, bl), &g, self.act)?;
         Ok((out, Shape::from((g.n, g.ho, g.wo, g.c))))
     }
@@ -165,21 +217,26 @@ impl CustomOp3 for Depthwise {
         let grad_x = grad.apply_op2_no_bwd(
             weight,
             &DepthwiseGradInput {
-                conv: self.conv,
+                window: self.window,
                 input_hw: (x.dim(1)?, x.dim(2)?),
             },
         )?;
-        let grad_wb = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { conv: self.conv })?;
-        let c = weight.dim(2)?;
-        let grad_w = grad_wb.narrow(0, 0, 9)?.reshape((3, 3, c))?;
-        let grad_b = grad_wb.get(9)?;
+        let grad_wb = x.apply_op2_no_bwd(
+            &grad,
+            &DepthwiseGradWeight {
+                window: self.window,
+            },
+        )?;
+        let (k, c) = (self.window.kernel(), weight.dim(2)?);
+        let grad_w = grad_wb.narrow(0, 0, k * k)?.reshape((k, k, c))?;
+        let grad_b = grad_wb.get(k * k)?;
         Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
     }
 }
 
-/// Gradient of a depthwise conv with respect to its input: grad `[N,Ho,Wo,C]`, weight `[3,3,C]`.
+/// Gradient of a depthwise conv with respect to its input: grad `[N,Ho,Wo,C]`, weight `[k,k,C]`.
 struct DepthwiseGradInput {
-    conv: Conv3x3,
+    window: Window,
     input_hw: (usize, usize),
 }
 
@@ -222,7 +279,7 @@ impl DepthwiseGradInput {
     fn geometry(&self, grad: &Layout) -> Result<Geometry> {
         let (n, ho, wo, c) = dims4(grad, "depthwise3x3-grad-input")?;
         let (h, w) = self.input_hw;
-        let g = Geometry::new(self.conv, (n, h, w, c));
+        let g = Geometry::of(self.window, (n, h, w, c));
         if (g.ho, g.wo) != (ho, wo) {
             bail!("depthwise grad: {ho}x{wo} does not come from {h}x{w}");
         }
@@ -230,10 +287,10 @@ impl DepthwiseGradInput {
     }
 }
 
-/// Gradient of a depthwise conv with respect to weight and bias, as `[10, C]`: the 9 taps in
-/// row-major order, then the bias.
+/// Gradient of a depthwise conv with respect to weight and bias, as `[k·k + 1, C]`: the taps
+/// in row-major order, then the bias.
 struct DepthwiseGradWeight {
-    conv: Conv3x3,
+    window: Window,
 }
 
 impl CustomOp2 for DepthwiseGradWeight {
@@ -252,12 +309,13 @@ impl CustomOp2 for DepthwiseGradWeight {
         let g = self.geometry(xl, gl)?;
         let rows = g.n * g.ho;
         let per_task = rows.div_ceil(rayon::current_num_threads().max(1) * 4);
-        let total = parallel_sum(rows, per_task, 10 * g.c, |rows, acc| {
+        let taps = g.kernel * g.kernel;
+        let total = parallel_sum(rows, per_task, (taps + 1) * g.c, |rows, acc| {
             for row in rows {
                 dw_grad_weight_row(x, grad, &g, row, acc);
             }
         });
-        Ok((CpuStorage::F32(total), Shape::from((10, g.c))))
+        Ok((CpuStorage::F32(total), Shape::from((taps + 1, g.c))))
     }
 
     #[cfg(feature = "cuda")]
@@ -277,7 +335,7 @@ impl CustomOp2 for DepthwiseGradWeight {
 impl DepthwiseGradWeight {
     /// The conv's geometry, checked to give the gradient's shape.
     fn geometry(&self, x: &Layout, grad: &Layout) -> Result<Geometry> {
-        let g = Geometry::new(self.conv, dims4(x, "depthwise3x3-grad-weight")?);
+        let g = Geometry::of(self.window, dims4(x, "depthwise3x3-grad-weight")?);
         if grad.shape().dims() != [g.n, g.ho, g.wo, g.c] {
             bail!(
                 "depthwise grad {:?} does not match input {:?}",
@@ -302,16 +360,19 @@ pub fn depthwise3x3(
         x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
-            Depthwise { conv, act },
+            Depthwise {
+                window: Window::Keras3x3(conv),
+                act,
+            },
         )
     } else {
         super::depthwise3x3_reference(x, weight, bias, conv, act)
     }
 }
 
-/// Depthwise conv with TensorFlow "SAME" padding, bias and activation, for any window: the
-/// 3×3 kernels where their padding is the same, else [`super::depthwise_same_reference`].
-/// x `[N,H,W,C]`, weight `[k,k,C]`, bias `[C]`.
+/// Depthwise conv with TensorFlow "SAME" padding, bias and activation, for any window: on the
+/// CPU kernels for 3×3 and 5×5 windows (on CUDA's for 3×3 ones whose padding is Keras'), else
+/// as [`super::depthwise_same_reference`]. x `[N,H,W,C]`, weight `[k,k,C]`, bias `[C]`.
 pub fn depthwise(
     x: &Tensor,
     weight: &Tensor,
@@ -320,7 +381,17 @@ pub fn depthwise(
     act: Act,
 ) -> Result<Tensor> {
     let (_, h, w, _) = x.dims4()?;
-    if window.is_keras_3x3(h, w) {
+    let device = x.device();
+    if device.is_cpu() && window.has_cpu_kernel(h, w) {
+        x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            Depthwise {
+                window: Window::Same(window),
+                act,
+            },
+        )
+    } else if window.is_keras_3x3(h, w) {
         let conv = Conv3x3 {
             stride: window.stride,
         };

@@ -184,7 +184,13 @@ impl SamePadding {
         ((self.out_len(len) - 1) * self.stride + self.kernel).saturating_sub(len) / 2
     }
 
-    /// Whether [`Conv3x3`]'s padding is the same on an `h`×`w` input, so its kernels apply.
+    /// Whether the CPU kernels take this window on an `h`×`w` input: 3×3 or 5×5, with the
+    /// same padding along both axes.
+    fn has_cpu_kernel(self, h: usize, w: usize) -> bool {
+        matches!(self.kernel, 3 | 5) && self.pad_before(h) == self.pad_before(w)
+    }
+
+    /// Whether [`Conv3x3`]'s padding is the same on an `h`×`w` input, so its CUDA kernels apply.
     fn is_keras_3x3(self, h: usize, w: usize) -> bool {
         self.kernel == 3
             && (self.stride == 1
@@ -192,9 +198,28 @@ impl SamePadding {
     }
 }
 
-/// Sizes of a 3×3 conv over an NHWC input, and where its taps land.
+/// A depthwise conv's window and padding, as its ops take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    Keras3x3(Conv3x3),
+    /// A 3×3 or 5×5 window (the kernels' sizes) whose padding is the same along both axes.
+    Same(SamePadding),
+}
+
+impl Window {
+    fn kernel(self) -> usize {
+        match self {
+            Window::Keras3x3(_) => 3,
+            Window::Same(same) => same.kernel,
+        }
+    }
+}
+
+/// Sizes of a 3×3 (or, for depthwise convs, 5×5) conv over an NHWC input, and where its taps
+/// land.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
+    kernel: usize,
     n: usize,
     h: usize,
     w: usize,
@@ -208,6 +233,7 @@ struct Geometry {
 impl Geometry {
     fn new(conv: Conv3x3, (n, h, w, c): (usize, usize, usize, usize)) -> Self {
         Self {
+            kernel: 3,
             n,
             h,
             w,
@@ -216,6 +242,23 @@ impl Geometry {
             wo: conv.out_len(w),
             stride: conv.stride,
             pad: conv.pad_before(),
+        }
+    }
+
+    fn of(window: Window, dims @ (n, h, w, c): (usize, usize, usize, usize)) -> Self {
+        match window {
+            Window::Keras3x3(conv) => Self::new(conv, dims),
+            Window::Same(same) => Self {
+                kernel: same.kernel,
+                n,
+                h,
+                w,
+                c,
+                ho: same.out_len(h),
+                wo: same.out_len(w),
+                stride: same.stride,
+                pad: same.pad_before(h),
+            },
         }
     }
 

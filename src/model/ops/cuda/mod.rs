@@ -45,6 +45,9 @@ fn int(v: usize) -> Result<i32> {
 
 impl KernelGeometry {
     fn new(g: &Geometry) -> Result<Self> {
+        if g.kernel != 3 {
+            candle_core::bail!("the CUDA depthwise kernels are 3×3, not {0}×{0}", g.kernel);
+        }
         Ok(Self {
             n: int(g.n)?,
             h: int(g.h)?,
