@@ -80,6 +80,8 @@ for v in "${variants[@]}"; do
         bal-logit) run bal-logit "" "${bal[@]}" --no-class-weights ;;
         bal-focal) run bal-focal "" "${bal[@]}" --no-class-weights --focal-gamma 2 --no-logit-adjust ;;
         bal-weights-logit) run bal-weights-logit "" "${bal[@]}" --class-weights sqrt ;;
+        # Backbones: EfficientNet-Lite0 from its ImageNet weights on bal-weights-logit's recipe.
+        lite0-last4) run lite0-last4 "--precision f32" "${bal[@]}" --class-weights sqrt --arch efficientnet-lite0 ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
 done

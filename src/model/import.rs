@@ -211,6 +211,83 @@ mod tests {
     }
 
     #[test]
+    fn efficientnet_import_folds_batch_norm_and_the_input_scale() {
+        use crate::model::ops::{check::rel_err, conv3x3_input_reference, Act, Conv3x3};
+        let dev = Device::Cpu;
+        let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let positive = |n: usize| (Tensor::rand(0.5f32, 2.0, n, &dev).unwrap());
+        // A stem with its BatchNorm and a 5×5 depthwise conv with its own, PyTorch layouts.
+        let mut torch = HashMap::new();
+        torch.insert("_conv_stem.weight".to_string(), randn(&[4, 3, 3, 3]));
+        torch.insert(
+            "_blocks.0._depthwise_conv.weight".to_string(),
+            randn(&[4, 1, 5, 5]),
+        );
+        for (bn, c) in [("_bn0", 4), ("_blocks.0._bn1", 4)] {
+            torch.insert(format!("{bn}.weight"), positive(c));
+            torch.insert(format!("{bn}.bias"), randn(&[c]));
+            torch.insert(format!("{bn}.running_mean"), randn(&[c]));
+            torch.insert(format!("{bn}.running_var"), positive(c));
+        }
+        let imported =
+            import_efficientnet_lite(Path::new("lite.safetensors"), torch.clone()).unwrap();
+        assert_eq!(
+            imported["_blocks.0._depthwise_conv.weight"].dims(),
+            [5, 5, 4]
+        );
+        assert_eq!(
+            imported.len(),
+            4,
+            "two convs, weight and bias each; BatchNorms consumed"
+        );
+
+        // The stem on [-1, 1] pixels = PyTorch's conv + BatchNorm on (pixel − 127) / 128,
+        // away from the border (where the paddings differ).
+        let x = Tensor::rand(-1f32, 1f32, (2, 16, 16, 3), &dev).unwrap();
+        let ours = conv3x3_input_reference(
+            &x,
+            &imported["_conv_stem.weight"],
+            &imported["_conv_stem.bias"],
+            Conv3x3 { stride: 1 },
+            Act::Identity,
+        )
+        .unwrap();
+        let scaled = ((((&x + 1.0).unwrap() * 127.5).unwrap() - 127.0).unwrap() / 128.0).unwrap();
+        let conv = scaled
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .conv2d(&torch["_conv_stem.weight"], 1, 1, 1, 1)
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        let stat = |s: &str| torch[&format!("_bn0.{s}")].clone();
+        let theirs = conv
+            .broadcast_sub(&stat("running_mean"))
+            .unwrap()
+            .broadcast_div(
+                &(stat("running_var") + EFFICIENTNET_BN_EPS)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap(),
+            )
+            .unwrap()
+            .broadcast_mul(&stat("weight"))
+            .unwrap()
+            .broadcast_add(&stat("bias"))
+            .unwrap();
+        let inside = |t: &Tensor| t.narrow(1, 1, 14).unwrap().narrow(2, 1, 14).unwrap();
+        assert!(rel_err(&inside(&ours), &inside(&theirs)).unwrap() < 1e-5);
+        // Not a Lite checkpoint: one line naming what is missing.
+        let err = import_efficientnet_lite(Path::new("x.safetensors"), HashMap::new());
+        match err {
+            Err(WeightsError::Tensor { source, .. }) => {
+                assert!(source.to_string().contains("_conv_stem"), "{source}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn keras_vgg16_import_folds_the_caffe_input_and_keeps_conv_layouts() {
         use crate::model::ops::{check::rel_err, conv3x3_input_reference, Act, Conv3x3};
         use crate::model::vgg16::{conv_name, Vgg16, Vgg16Config, CONVS_PER_BLOCK};
