@@ -215,7 +215,7 @@ mod tests {
         use crate::model::ops::{check::rel_err, conv3x3_input_reference, Act, Conv3x3};
         let dev = Device::Cpu;
         let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
-        let positive = |n: usize| (Tensor::rand(0.5f32, 2.0, n, &dev).unwrap());
+        let positive = |n: usize| Tensor::rand(0.5f32, 2.0, n, &dev).unwrap();
         // A stem with its BatchNorm and a 5×5 depthwise conv with its own, PyTorch layouts.
         let mut torch = HashMap::new();
         torch.insert("_conv_stem.weight".to_string(), randn(&[4, 3, 3, 3]));
