@@ -3,9 +3,9 @@
 //! study's other baseline). Each is split into blocks so training can freeze a prefix and
 //! cache the activation at a block boundary.
 
-use super::efficientnet_lite::{self, EFFICIENTNET_LITE0};
+use super::efficientnet_lite::EFFICIENTNET_LITE0;
 use super::inverted_residual_net::{InvertedResidualNet, NetSpec};
-use super::mobilenetv2::{self, MOBILENET_V2};
+use super::mobilenetv2::MOBILENET_V2;
 use super::vgg16::{self, Vgg16, Vgg16Config};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -20,8 +20,8 @@ pub enum Arch {
     #[cfg_attr(feature = "cli", value(name = "mobilenetv2"))]
     #[serde(rename = "mobilenetv2")]
     MobileNetV2,
-    /// EfficientNet-Lite0 (PyTorch names, BatchNorm folded at import); its 5×5 depthwise
-    /// convs run as candle ops, the rest on MobileNetV2's kernels.
+    /// EfficientNet-Lite0 (PyTorch names, BatchNorm folded at import), on MobileNetV2's
+    /// kernels (its 5×5 depthwise convs as candle ops on a GPU).
     #[cfg_attr(feature = "cli", value(name = "efficientnet-lite0"))]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
@@ -95,10 +95,9 @@ impl Arch {
     /// Whether trunk parameter `name` is in block `k` or after it (what trains when
     /// fine-tuning from boundary `k`).
     pub fn is_in_blocks_from(self, name: &str, k: usize) -> bool {
-        match self {
-            Arch::MobileNetV2 => mobilenetv2::is_in_blocks_from(name, k),
-            Arch::EfficientNetLite0 => efficientnet_lite::is_in_blocks_from(name, k),
-            Arch::Vgg16 => vgg16::is_in_blocks_from(name, k),
+        match self.net_spec() {
+            Some(net) => net.is_in_blocks_from(name, k),
+            None => vgg16::is_in_blocks_from(name, k),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `_blocks.N._depthwise_conv`, `_blocks.N._project_conv`, `_conv_head`), each conv with the
 //! BatchNorm that follows it folded in at import (`import::import_efficientnet_lite`).
 
-use super::inverted_residual_net::{Layer, NetSpec, Stage};
+use super::inverted_residual_net::{Layer, NetSpec, Padding, Stage};
 
 /// EfficientNet-B0's stages (expansion, kernel, channels, repeats, first stride) at width and
 /// depth 1.0, which is Lite0.
@@ -21,9 +21,11 @@ pub static EFFICIENTNET_LITE0: NetSpec = NetSpec {
     ],
     stem_channels: 32,
     feature_channels: FEATURE_CHANNELS,
+    padding: Padding::Same,
     stem_name: STEM,
     last_name: HEAD,
     layer_name,
+    block_of,
 };
 
 const fn stage(
@@ -74,19 +76,12 @@ pub fn batch_norm_of(conv: &str) -> Option<String> {
     Some(format!("{block}.{bn}"))
 }
 
-/// Whether parameter `name` belongs to block `k` or a later layer (the trainable part when
-/// fine-tuning from boundary `k`).
-pub fn is_in_blocks_from(name: &str, k: usize) -> bool {
-    if name.starts_with("_conv_head.") {
-        return true;
-    }
-    if name.starts_with("_conv_stem.") {
-        return k == 0;
-    }
-    name.strip_prefix("_blocks.")
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse::<usize>().ok())
-        .is_some_and(|i| i >= k)
+fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("_blocks.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -121,6 +116,7 @@ mod tests {
             Some("_blocks.7._bn1")
         );
         assert_eq!(batch_norm_of("_fc"), None);
+        let is_in_blocks_from = |name, k| EFFICIENTNET_LITE0.is_in_blocks_from(name, k);
         assert!(is_in_blocks_from("_blocks.12._expand_conv.weight", 12));
         assert!(!is_in_blocks_from("_blocks.11._project_conv.bias", 12));
         assert!(is_in_blocks_from("_conv_head.weight", 16));

@@ -99,16 +99,15 @@ pub fn import_efficientnet_lite(
         path: path.to_path_buf(),
         source,
     };
-    let mut folded = HashMap::new();
+    let mut folded: HashMap<String, Tensor> = ["_fc.weight", "_fc.bias"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), torch.get(name)?.clone())))
+        .collect();
     for (name, weight) in &torch {
-        let Some(conv) = name.strip_suffix(".weight") else {
-            continue;
-        };
-        let Some(bn) = batch_norm_of(conv) else {
-            if conv == "_fc" {
-                folded.insert(name.clone(), weight.clone());
-                folded.insert("_fc.bias".to_string(), torch_get(&torch, "_fc.bias", path)?);
-            }
+        let Some((conv, bn)) = name
+            .strip_suffix(".weight")
+            .and_then(|conv| Some((conv, batch_norm_of(conv)?)))
+        else {
             continue;
         };
         let stat = |s: &str| torch_get(&torch, &format!("{bn}.{s}"), path);

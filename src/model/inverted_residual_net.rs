@@ -1,14 +1,16 @@
 //! The inverted-residual networks, MobileNetV2 and EfficientNet-Lite, in NHWC with BatchNorm
 //! folded into each conv's bias: a 3×3 stride-2 stem, a table of inverted-residual blocks
 //! (expand 1×1 → depthwise k×k → project 1×1, ReLU6), a last 1×1 conv, global average pooling.
-//! The two differ only in their tables (EfficientNet-Lite has 5×5 depthwise convs) and in
-//! their checkpoints' parameter names, which [`NetSpec`] holds (`mobilenetv2.rs`,
-//! `efficientnet_lite.rs`).
+//! The two differ only in their tables (EfficientNet-Lite has 5×5 depthwise convs), their
+//! depthwise padding and their checkpoints' parameter names, which [`NetSpec`] holds
+//! (`mobilenetv2.rs`, `efficientnet_lite.rs`).
 //!
 //! Layouts: the stem `[Cout, 3·3·3]` (kh, kw, cin), pointwise convs `[Cout, Cin]`, depthwise
 //! convs `[k, k, C]`.
 
-use super::ops::{self, Act, BlockTensors, Conv1x1, Conv3x3, DenseBf16, InvertedResidualBlock};
+use super::ops::{
+    self, Act, BlockTensors, Conv1x1, Conv3x3, DenseBf16, InvertedResidualBlock, SamePadding,
+};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
@@ -32,17 +34,29 @@ pub enum Layer {
     Project,
 }
 
+/// How a network pads its depthwise convs (the padding its ImageNet weights were trained with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Keras' MobileNetV2 padding ([`Conv3x3`]; 3×3 windows only).
+    Keras,
+    /// TensorFlow "SAME" ([`SamePadding`]).
+    Same,
+}
+
 /// An inverted-residual network: its table and its checkpoint's names.
 #[derive(Debug)]
 pub struct NetSpec {
     pub stages: &'static [Stage],
     pub stem_channels: usize,
     pub feature_channels: usize,
+    pub padding: Padding,
     /// The stem's and the last 1×1 conv's names.
     pub stem_name: &'static str,
     pub last_name: &'static str,
     /// The name of a block's layer.
     pub layer_name: fn(block: usize, Layer) -> String,
+    /// The block a parameter name belongs to, if it is a block's.
+    pub block_of: fn(name: &str) -> Option<usize>,
 }
 
 /// One inverted-residual block's shape.
@@ -83,6 +97,22 @@ impl NetSpec {
 
     pub fn num_blocks(&self) -> usize {
         self.stages.iter().map(|s| s.repeats).sum()
+    }
+
+    /// Whether parameter `name` belongs to block `k` or a later layer (the trainable part when
+    /// fine-tuning from boundary `k`).
+    pub fn is_in_blocks_from(&self, name: &str, k: usize) -> bool {
+        let in_layer = |layer: &str| {
+            name.strip_prefix(layer)
+                .is_some_and(|rest| rest.starts_with('.'))
+        };
+        if in_layer(self.last_name) {
+            return true;
+        }
+        if in_layer(self.stem_name) {
+            return k == 0;
+        }
+        (self.block_of)(name).is_some_and(|block| block >= k)
     }
 
     /// Shape `[H, W, C]` of boundary `k` for a square input of `input_size` pixels.
@@ -153,10 +183,11 @@ impl ConvParams {
 #[derive(Debug, Clone)]
 struct InvertedResidual {
     spec: BlockSpec,
+    padding: Padding,
     expand: Option<ConvParams>,
     depthwise: ConvParams,
     project: ConvParams,
-    /// The block as one op, for inference (see [`MobileNetV2::prepare_inference`]).
+    /// The block as one op, for inference (see [`InvertedResidualNet::prepare_inference`]).
     fused: Option<Arc<InvertedResidualBlock>>,
 }
 
@@ -176,6 +207,7 @@ impl InvertedResidual {
         let k = spec.kernel;
         Ok(Self {
             spec,
+            padding: net.padding,
             expand,
             depthwise: ConvParams::new(layer(Layer::Depthwise), &[k, k, spec.hidden], k * k)?,
             project: ConvParams::new(
@@ -212,27 +244,31 @@ impl InvertedResidual {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(fused) = &self.fused {
+        let (_, h, w, _) = x.dims4()?;
+        let window = SamePadding {
+            kernel: self.spec.kernel,
+            stride: self.spec.stride,
+        };
+        let conv = Conv3x3 {
+            stride: self.spec.stride,
+        };
+        // The fused op pads as Keras does: a "SAME" block only uses it where that is the same.
+        let keras_padded = self.padding == Padding::Keras || window.is_keras_3x3(h, w);
+        if let Some(fused) = self.fused.as_ref().filter(|_| keras_padded) {
             if fused.band_rows(x.dims()).is_some() {
                 return fused.forward(x);
             }
         }
-        let h = match &self.expand {
+        let hidden = match &self.expand {
             Some(e) => e.pointwise(x, Act::Relu6)?,
             None => x.clone(),
         };
-        let window = ops::SamePadding {
-            kernel: self.spec.kernel,
-            stride: self.spec.stride,
+        let (weight, bias) = (&self.depthwise.weight, &self.depthwise.bias);
+        let hidden = match self.padding {
+            Padding::Keras => ops::depthwise3x3(&hidden, weight, bias, conv, Act::Relu6)?,
+            Padding::Same => ops::depthwise(&hidden, weight, bias, window, Act::Relu6)?,
         };
-        let h = ops::depthwise(
-            &h,
-            &self.depthwise.weight,
-            &self.depthwise.bias,
-            window,
-            Act::Relu6,
-        )?;
-        let h = self.project.pointwise(&h, Act::Identity)?;
+        let h = self.project.pointwise(&hidden, Act::Identity)?;
         if self.spec.residual() {
             h + x
         } else {
@@ -248,7 +284,6 @@ impl InvertedResidual {
 /// last boundary the last block's), so training can cache a boundary and run only the rest.
 #[derive(Debug, Clone)]
 pub struct InvertedResidualNet {
-    spec: &'static NetSpec,
     stem: ConvParams,
     blocks: Vec<InvertedResidual>,
     last: ConvParams,
@@ -266,16 +301,7 @@ impl InvertedResidualNet {
             .collect::<Result<Vec<_>>>()?;
         let cin = spec.stages[spec.stages.len() - 1].channels;
         let last = ConvParams::new(vb.pp(spec.last_name), &[spec.feature_channels, cin], cin)?;
-        Ok(Self {
-            spec,
-            stem,
-            blocks,
-            last,
-        })
-    }
-
-    pub fn spec(&self) -> &'static NetSpec {
-        self.spec
+        Ok(Self { stem, blocks, last })
     }
 
     /// Stem and blocks `0..k`: image → boundary `k`.
@@ -321,4 +347,34 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let c = x.dim(D::Minus1)?;
     let n = x.dim(0)?;
     x.reshape((n, (), c))?.mean(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::efficientnet_lite::EFFICIENTNET_LITE0;
+    use crate::model::mobilenetv2::MOBILENET_V2;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn fused_inference_pads_as_training_does_on_odd_sizes_too() {
+        let dev = Device::Cpu;
+        // 100 px gives odd inputs (25, 13, 7) to stride-2 blocks, where the two paddings differ.
+        for spec in [&MOBILENET_V2, &EFFICIENTNET_LITE0] {
+            let vars = VarMap::new();
+            let mut net =
+                InvertedResidualNet::new(VarBuilder::from_varmap(&vars, DType::F32, &dev), spec)
+                    .unwrap();
+            for size in [100, 128] {
+                let x = Tensor::rand(-1f32, 1f32, (8, size, size, 3), &dev).unwrap();
+                net.prepare_inference(None).unwrap();
+                let trained = net.forward(&x).unwrap();
+                net.prepare_inference(Some(false)).unwrap();
+                let fused = net.forward(&x).unwrap();
+                let err = ops::check::rel_err(&fused, &trained).unwrap();
+                assert!(err < 1e-4, "{} at {size}: {err}", spec.stem_name);
+            }
+        }
+    }
 }

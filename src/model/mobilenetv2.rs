@@ -3,7 +3,7 @@
 //! `block_N_{expand,depthwise,project}`, `Conv_1`) so the ImageNet import is a rename-free
 //! layout change.
 
-use super::inverted_residual_net::{Layer, NetSpec, Stage};
+use super::inverted_residual_net::{Layer, NetSpec, Padding, Stage};
 
 /// The MobileNetV2 paper's table (expansion t, channels c, repeats n, first stride s); every
 /// depthwise conv is 3×3.
@@ -19,9 +19,11 @@ pub static MOBILENET_V2: NetSpec = NetSpec {
     ],
     stem_channels: 32,
     feature_channels: FEATURE_CHANNELS,
+    padding: Padding::Keras,
     stem_name: "Conv1",
     last_name: "Conv_1",
     layer_name,
+    block_of,
 };
 
 const fn stage(expansion: usize, channels: usize, repeats: usize, stride: usize) -> Stage {
@@ -56,23 +58,11 @@ fn layer_name(block: usize, layer: Layer) -> String {
     format!("{}_{suffix}", block_name(block))
 }
 
-/// Whether parameter `name` belongs to block `k` or a later layer (the trainable part when
-/// fine-tuning from boundary `k`).
-pub fn is_in_blocks_from(name: &str, k: usize) -> bool {
-    if name.starts_with("Conv_1.") {
-        return true;
+fn block_of(name: &str) -> Option<usize> {
+    if name.starts_with("expanded_conv_") {
+        return Some(0);
     }
-    if name.starts_with("Conv1.") {
-        return k == 0;
-    }
-    let index = if name.starts_with("expanded_conv_") {
-        Some(0)
-    } else {
-        name.strip_prefix("block_")
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|n| n.parse::<usize>().ok())
-    };
-    index.is_some_and(|i| i >= k)
+    name.strip_prefix("block_")?.split('_').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -100,6 +90,7 @@ mod tests {
 
     #[test]
     fn freezing_prefixes() {
+        let is_in_blocks_from = |name, k| MOBILENET_V2.is_in_blocks_from(name, k);
         assert!(is_in_blocks_from("block_13_expand.weight", 13));
         assert!(!is_in_blocks_from("block_12_project.bias", 13));
         assert!(is_in_blocks_from("Conv_1.weight", 17));

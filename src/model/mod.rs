@@ -1,6 +1,5 @@
 //! The affect model: a trunk (MobileNetV2; EfficientNet-Lite0 or VGG16 for the study) and a
-//! two-output head,
-//! shared by train, eval and live.
+//! two-output head, shared by train, eval and live.
 
 pub mod backbone;
 pub mod efficientnet_lite;

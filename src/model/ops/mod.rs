@@ -190,8 +190,9 @@ impl SamePadding {
         matches!(self.kernel, 3 | 5) && self.pad_before(h) == self.pad_before(w)
     }
 
-    /// Whether [`Conv3x3`]'s padding is the same on an `h`×`w` input, so its CUDA kernels apply.
-    fn is_keras_3x3(self, h: usize, w: usize) -> bool {
+    /// Whether this is a 3×3 window padded as [`Conv3x3`] pads on an `h`×`w` input, so the
+    /// 3×3 kernels (CUDA's, the fused block's) apply.
+    pub fn is_keras_3x3(self, h: usize, w: usize) -> bool {
         self.kernel == 3
             && (self.stride == 1
                 || (self.stride == 2 && h.is_multiple_of(2) && w.is_multiple_of(2)))

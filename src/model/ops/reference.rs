@@ -6,7 +6,10 @@ use candle_core::{bail, Result, Tensor};
 
 /// `act(x + bias)`.
 fn bias_act_reference(x: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
-    let y = x.broadcast_add(bias)?;
+    act_reference(x.broadcast_add(bias)?, act)
+}
+
+fn act_reference(y: Tensor, act: Act) -> Result<Tensor> {
     match act {
         Act::Identity => Ok(y),
         Act::Relu => y.relu(),
@@ -76,6 +79,8 @@ pub fn depthwise_same_reference(
         .pad_with_zeros(1, bh, ph - bh)?
         .pad_with_zeros(2, bw, pw - bw)?
         .reshape((n, (h + ph) / s, s, (w + pw) / s, s, c))?;
+    // The bias first, then the taps in order, as the CPU kernel sums them (so that rounding
+    // rarely puts the two on different sides of an activation's kink).
     let mut sum = bias
         .reshape((1, 1, 1, c))?
         .broadcast_as((n, ho, wo, c))?
@@ -91,11 +96,7 @@ pub fn depthwise_same_reference(
             sum = (sum + tap.broadcast_mul(&weight.get(i)?.get(j)?)?)?;
         }
     }
-    match act {
-        Act::Identity => Ok(sum),
-        Act::Relu => sum.relu(),
-        Act::Relu6 => sum.clamp(0f32, 6f32),
-    }
+    act_reference(sum, act)
 }
 
 /// [`super::conv3x3_input`] with candle's conv2d (NCHW).
