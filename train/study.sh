@@ -70,6 +70,12 @@ for v in "${variants[@]}"; do
             --epochs 5 --lr-trunk 3e-5 --lr-head 3e-4 --warmup-steps 100 --weak-va 0.15 ;;
         v6) run v6 "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/v5/weights.safetensors \
             --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
+        # One schedule instead of v2 → v5's three: ImageNet to 12 whole-network epochs on one warm-up
+        # + cosine (v3's weak V/A 0.15), then the head retrained on class-balanced draws as v4 and
+        # v6 were; is v6's three-cosine chain (207 min) needed, or does one run under 3 h do?
+        one) run one "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --epochs 12 --weak-va 0.15 ;;
+        one-bal) run one-bal "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/one/weights.safetensors \
+            --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
         # Box against aligned crops, both made by the live detector on every image (training and
         # test), at the cost of the last-4-blocks fine-tune.
         last4-box) run last4-box --detect "${data3[@]}" --detect --finetune-blocks 4 "${ours[@]}" --epochs 3 ;;
