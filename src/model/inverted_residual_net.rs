@@ -9,7 +9,8 @@
 //! convs `[k, k, C]`.
 
 use super::ops::{
-    self, Act, BlockTensors, Conv1x1, Conv3x3, DenseBf16, InvertedResidualBlock, SamePadding,
+    self, Act, BlockTensors, Conv1x1, Conv3x3, DenseFormat, InvertedResidualBlock, PackedDense,
+    SamePadding,
 };
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -133,8 +134,8 @@ impl NetSpec {
 struct ConvParams {
     weight: Tensor,
     bias: Tensor,
-    /// The weights packed for the bf16 kernel, when inference runs the 1×1 convs in bf16.
-    bf16: Option<Arc<DenseBf16>>,
+    /// A 1×1 conv's weights packed for a [`PackedDense`] kernel, for inference.
+    packed: Option<Arc<PackedDense>>,
 }
 
 impl ConvParams {
@@ -148,13 +149,13 @@ impl ConvParams {
         Ok(Self {
             weight: vb.get_with_hints(weight_shape, "weight", init)?,
             bias: vb.get_with_hints(out, "bias", Init::Const(0.))?,
-            bf16: None,
+            packed: None,
         })
     }
 
-    /// This 1×1 conv (weight `[Cout, Cin]`) on x `[…, Cin]`, in bf16 if packed for it.
+    /// This 1×1 conv (weight `[Cout, Cin]`) on x `[…, Cin]`, on the packed kernel if packed.
     fn pointwise(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        match &self.bf16 {
+        match &self.packed {
             Some(packed) => packed.forward(x, act),
             None => ops::dense(x, &self.weight, &self.bias, act),
         }
@@ -165,16 +166,20 @@ impl ConvParams {
         Conv1x1 {
             weight: &self.weight,
             bias: &self.bias,
-            bf16: self.bf16.as_ref(),
+            packed: self.packed.as_ref(),
         }
     }
 
-    /// Packs the weights for the bf16 kernel (`bf16`), or drops the packing.
-    fn set_bf16(&mut self, bf16: bool) -> Result<()> {
-        self.bf16 = if bf16 {
-            Some(Arc::new(DenseBf16::new(&self.weight, &self.bias)?))
-        } else {
-            None
+    /// Packs the weights for the kernel of `format` where this CPU runs it, or drops the
+    /// packing (`None`, or an unsupported format: gemm then multiplies in f32).
+    fn set_packing(&mut self, format: Option<DenseFormat>) -> Result<()> {
+        self.packed = match format.filter(|f| f.supported()) {
+            Some(format) => Some(Arc::new(PackedDense::new(
+                &self.weight,
+                &self.bias,
+                format,
+            )?)),
+            None => None,
         };
         Ok(())
     }
@@ -219,16 +224,15 @@ impl InvertedResidual {
         })
     }
 
-    /// The block as one op (`Some`) for inference, its 1×1 convs in bf16 or f32; `None`: the
+    /// The block as one op (`Some`) for inference, its 1×1 convs in that format; `None`: the
     /// three trainable ops.
-    fn set_fused(&mut self, fused: Option<bool>) -> Result<()> {
+    fn set_fused(&mut self, fused: Option<DenseFormat>) -> Result<()> {
         // The three ops still run the layers the fused op does not split well; the fused op
-        // shares their bf16 packing.
-        let bf16 = fused == Some(true);
+        // shares their packing.
         if let Some(expand) = &mut self.expand {
-            expand.set_bf16(bf16)?;
+            expand.set_packing(fused)?;
         }
-        self.project.set_bf16(bf16)?;
+        self.project.set_packing(fused)?;
         self.fused = match fused {
             Some(_) if self.spec.kernel == 3 => {
                 Some(Arc::new(InvertedResidualBlock::new(BlockTensors {
@@ -326,14 +330,14 @@ impl InvertedResidualNet {
     }
 
     /// Makes each 3×3 block one op for inference (`Some`), with the 1×1 convs (89 % of
-    /// MobileNetV2's multiply-adds at 128×128) in bf16 (`Some(true)`) or f32; `None` goes
-    /// back to the trainable ops. The fused ops have no backward pass and hold copies of the
-    /// weights, frozen at the time of the call.
-    pub fn prepare_inference(&mut self, inference: Option<bool>) -> Result<()> {
+    /// MobileNetV2's multiply-adds at 128×128) on the packed kernels of that format (f32 on
+    /// gemm where the CPU has none); `None` goes back to the trainable ops. The fused ops have
+    /// no backward pass and hold copies of the weights, frozen at the time of the call.
+    pub fn prepare_inference(&mut self, inference: Option<DenseFormat>) -> Result<()> {
         for block in &mut self.blocks {
             block.set_fused(inference)?;
         }
-        self.last.set_bf16(inference == Some(true))
+        self.last.set_packing(inference)
     }
 
     /// Image → pooled features.
@@ -370,7 +374,7 @@ mod tests {
                 let x = Tensor::rand(-1f32, 1f32, (8, size, size, 3), &dev).unwrap();
                 net.prepare_inference(None).unwrap();
                 let trained = net.forward(&x).unwrap();
-                net.prepare_inference(Some(false)).unwrap();
+                net.prepare_inference(Some(DenseFormat::F32)).unwrap();
                 let fused = net.forward(&x).unwrap();
                 let err = ops::check::rel_err(&fused, &trained).unwrap();
                 assert!(err < 1e-4, "{} at {size}: {err}", spec.stem_name);

@@ -107,7 +107,12 @@ impl AffectModel {
         let bf16 = precision != Precision::F32 && self.bf16_runs();
         if let Trunk::InvertedResidual(trunk) = &mut self.trunk {
             if self.head.device().is_cpu() {
-                trunk.prepare_inference(Some(bf16))?;
+                let format = if bf16 {
+                    ops::DenseFormat::Bf16
+                } else {
+                    ops::DenseFormat::F32
+                };
+                trunk.prepare_inference(Some(format))?;
             }
         }
         Ok(if bf16 {

@@ -1,7 +1,7 @@
 //! Dense layers and 1×1 convs: GEMM with a fused bias + activation epilogue, and the
 //! reductions their backward needs.
 
-use super::{inputs, par_output, written, Act};
+use super::{inputs, par_output, written, Act, DenseFormat, PackedDense};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
@@ -166,6 +166,11 @@ impl CustomOp3 for Dense {
             [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
         )?;
         let (m, k, n) = dense_sizes(xl, wl, bl)?;
+        if DenseFormat::F32.supported() {
+            // Packing the weight (k × n values) costs little against the m × k × n product.
+            let out = PackedDense::f32_of(w, bias).rows(x, m, self.0);
+            return Ok((CpuStorage::F32(out), dense_shape(xl, n)));
+        }
         // Tiles: row blocks when there are many rows, column blocks for tiny inputs.
         let threads = rayon::current_num_threads().max(1);
         let row_block = (m / (threads * 8)).clamp(64, 512).min(m.max(1));
@@ -250,10 +255,45 @@ impl CustomOp3 for Dense {
         let (n, k) = weight.dims2()?;
         let grad = act_mask(grad, res, self.0)?.reshape(((), n))?;
         let x2 = x.reshape(((), k))?;
-        let grad_x = grad.matmul(weight)?.reshape(x.shape())?;
+        let grad_x = if grad.device().is_cpu() && DenseFormat::F32.supported() {
+            grad.apply_op2_no_bwd(&weight.contiguous()?, &InputGrad)?
+        } else {
+            grad.matmul(weight)?
+        };
+        let grad_x = grad_x.reshape(x.shape())?;
         let grad_w = grad.t()?.matmul(&x2)?;
         let grad_b = column_sum(&grad)?;
         Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
+}
+
+/// A dense layer's input gradient `grad · W` (grad `[M, N]`, weight `[N, K]`) on the packed
+/// f32 kernel; only where [`DenseFormat::F32`] is supported.
+struct InputGrad;
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "dense-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [g, w] = inputs(self.name(), [("grad", gs, gl), ("weight", ws, wl)])?;
+        let ((m, n), (wn, k)) = (gl.shape().dims2()?, wl.shape().dims2()?);
+        if wn != n {
+            bail!(
+                "dense input grad: grad {:?}, weight {:?}",
+                gl.shape(),
+                wl.shape()
+            );
+        }
+        let out = PackedDense::f32_of_transposed(w, n).rows(g, m, Act::Identity);
+        Ok((CpuStorage::F32(out), Shape::from((m, k))))
     }
 }
 

@@ -3,11 +3,12 @@
 //! of output rows. The expanded activations, six times the block's channels, then live in a
 //! band-sized buffer in cache instead of going through memory three times (at batch 32 the
 //! first expanded layer alone is 50 MB), and the block is one parallel region instead of four.
-//! The 1×1 convs run in f32 (gemm) or bf16 ([`DenseBf16`]).
+//! The 1×1 convs run on [`PackedDense`]'s kernels (f32 or bf16), or on gemm in f32 where the
+//! CPU has no AVX-512.
 
 use super::dense::dense_rows_into;
 use super::depthwise::dw_forward_row_of;
-use super::{dims4, inputs, par_output, Act, Conv3x3, DenseBf16, Geometry};
+use super::{dims4, inputs, par_output, Act, Conv3x3, Geometry, PackedDense};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -20,14 +21,14 @@ const BAND_BYTES: usize = 512 * 1024;
 enum Pointwise {
     /// `[N, K]` weight and `[N]` bias, multiplied by gemm.
     F32 { weight: Vec<f32>, bias: Vec<f32> },
-    /// Packed for the bf16 kernel.
-    Bf16(Arc<DenseBf16>),
+    /// Packed for one of [`PackedDense`]'s kernels.
+    Packed(Arc<PackedDense>),
 }
 
 impl Pointwise {
     fn new(conv: &Conv1x1) -> Result<Self> {
-        Ok(match conv.bf16 {
-            Some(packed) => Pointwise::Bf16(packed.clone()),
+        Ok(match conv.packed {
+            Some(packed) => Pointwise::Packed(packed.clone()),
             None => Pointwise::F32 {
                 weight: conv.weight.flatten_all()?.to_vec1()?,
                 bias: conv.bias.flatten_all()?.to_vec1()?,
@@ -38,7 +39,7 @@ impl Pointwise {
     /// `act(x · Wᵀ + b)` of the rows `x` (`rows × k`) into `out` (`rows × n`), on this thread.
     fn rows_into<'a>(&self, x: &[f32], out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
         match self {
-            Pointwise::Bf16(layer) => layer.rows_into(x, out, act),
+            Pointwise::Packed(layer) => layer.rows_into(x, out, act),
             Pointwise::F32 { weight, bias } => dense_rows_into(x, weight, bias, out, act),
         }
     }
@@ -58,11 +59,11 @@ pub struct InvertedResidualBlock {
 }
 
 /// A 1×1 conv of a block: weight `[N, K]` and bias `[N]` as `ops::dense` takes them, and the
-/// same packed for the bf16 kernel when the block runs in bf16 (shared, not packed again).
+/// same packed for a [`PackedDense`] kernel where the CPU runs one (shared, not packed again).
 pub struct Conv1x1<'a> {
     pub weight: &'a Tensor,
     pub bias: &'a Tensor,
-    pub bf16: Option<&'a Arc<DenseBf16>>,
+    pub packed: Option<&'a Arc<PackedDense>>,
 }
 
 /// One block's parameters, in the layouts of `ops::dense` and `ops::depthwise3x3`.
@@ -206,7 +207,7 @@ impl CustomOp1 for InvertedResidualBlock {
 mod tests {
     use super::*;
     use crate::model::ops::testing::{randn, rel_err};
-    use crate::model::ops::{bf16_supported, dense, depthwise3x3};
+    use crate::model::ops::{dense, depthwise3x3, DenseFormat};
     use candle_core::Device;
 
     /// The block as three ops (the training path).
@@ -253,42 +254,49 @@ mod tests {
                 randn((cout, hidden), 0.5, &dev).unwrap(),
                 randn(cout, 0.5, &dev).unwrap(),
             );
-            let pack = |(w, b): &(Tensor, Tensor)| Arc::new(DenseBf16::new(w, b).unwrap());
-            let packed = bf16_supported().then(|| (expand.as_ref().map(pack), pack(&project)));
-            // The block's parameters, with the 1×1 convs packed for bf16 when `bf16`.
-            let tensors = |bf16: bool| {
-                let packed = packed.as_ref().filter(|_| bf16);
-                BlockTensors {
+            let pack = |(w, b): &(Tensor, Tensor), format| {
+                Arc::new(PackedDense::new(w, b, format).unwrap())
+            };
+            let x = randn((n, h, w, cin), 1.0, &dev).unwrap();
+            // gemm (no packing) and each packed format this CPU runs, against the three ops.
+            let formats =
+                [DenseFormat::F32, DenseFormat::Bf16].map(|f| Some(f).filter(|f| f.supported()));
+            let mut reference = None;
+            for format in [None]
+                .into_iter()
+                .chain(formats.into_iter().flatten().map(Some))
+            {
+                let packed =
+                    format.map(|f| (expand.as_ref().map(|e| pack(e, f)), pack(&project, f)));
+                let tensors = BlockTensors {
                     expand: expand.as_ref().map(|(weight, bias)| Conv1x1 {
                         weight,
                         bias,
-                        bf16: packed.and_then(|p| p.0.as_ref()),
+                        packed: packed.as_ref().and_then(|p| p.0.as_ref()),
                     }),
                     depthwise: (&depthwise.0, &depthwise.1),
                     project: Conv1x1 {
                         weight: &project.0,
                         bias: &project.1,
-                        bf16: packed.map(|p| &p.1),
+                        packed: packed.as_ref().map(|p| &p.1),
                     },
                     stride,
-                }
-            };
-            let x = randn((n, h, w, cin), 1.0, &dev).unwrap();
-            let reference = unfused(&x, &tensors(false));
-            let fused = InvertedResidualBlock::new(tensors(false)).unwrap();
-            let ours = fused.forward(&x).unwrap();
-            assert_eq!(ours.dims(), reference.dims());
-            let e = rel_err(&ours, &reference);
-            assert!(
-                e < 1e-5,
-                "f32 {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}: {e}"
-            );
-            if bf16_supported() {
-                let fused = InvertedResidualBlock::new(tensors(true)).unwrap();
-                let e = rel_err(&fused.forward(&x).unwrap(), &reference);
+                };
+                let reference = reference.get_or_insert_with(|| unfused(&x, &tensors));
+                let ours = InvertedResidualBlock::new(tensors)
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap();
+                assert_eq!(ours.dims(), reference.dims());
+                let e = rel_err(&ours, reference);
+                let bound = if format == Some(DenseFormat::Bf16) {
+                    5e-2
+                } else {
+                    1e-5
+                };
                 assert!(
-                    e < 5e-2,
-                    "bf16 {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}: {e}"
+                    e < bound,
+                    "{format:?} {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}: {e}"
                 );
             }
         }

@@ -104,7 +104,7 @@ pub mod check;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 mod dense;
-mod dense_bf16;
+mod dense_packed;
 mod depthwise;
 mod inverted_residual;
 mod pointwise_depthwise;
@@ -116,7 +116,7 @@ mod stem;
 mod testing;
 
 pub use dense::dense;
-pub use dense_bf16::{bf16_supported, DenseBf16};
+pub use dense_packed::{bf16_supported, DenseFormat, PackedDense};
 pub use depthwise::{depthwise, depthwise3x3};
 pub use inverted_residual::{BlockTensors, Conv1x1, InvertedResidualBlock};
 pub use pointwise_depthwise::PointwiseDepthwise;
