@@ -166,8 +166,7 @@ impl CustomOp3 for Dense {
             [("x", xs, xl), ("weight", ws, wl), ("bias", bs, bl)],
         )?;
         let (m, k, n) = dense_sizes(xl, wl, bl)?;
-        if DenseFormat::F32.supported() {
-            // Packing the weight (k × n values) costs little against the m × k × n product.
+        if packs_per_call(m) {
             let out = PackedDense::f32_of(w, bias).rows(x, m, self.0);
             return Ok((CpuStorage::F32(out), dense_shape(xl, n)));
         }
@@ -255,7 +254,7 @@ impl CustomOp3 for Dense {
         let (n, k) = weight.dims2()?;
         let grad = act_mask(grad, res, self.0)?.reshape(((), n))?;
         let x2 = x.reshape(((), k))?;
-        let grad_x = if grad.device().is_cpu() && DenseFormat::F32.supported() {
+        let grad_x = if grad.device().is_cpu() && packs_per_call(grad.dim(0)?) {
             grad.apply_op2_no_bwd(&weight.contiguous()?, &InputGrad)?
         } else {
             grad.matmul(weight)?
@@ -265,6 +264,13 @@ impl CustomOp3 for Dense {
         let grad_b = column_sum(&grad)?;
         Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
     }
+}
+
+/// Whether a dense op of `rows` rows runs on the packed f32 kernel, packing its weight for the
+/// call: the packing (k × n values) costs little against an m × k × n product of many rows,
+/// but more than it saves on a few (the head at batch 1, 1280 × 256 weights for one row).
+fn packs_per_call(rows: usize) -> bool {
+    rows >= 64 && DenseFormat::F32.supported()
 }
 
 /// A dense layer's input gradient `grad · W` (grad `[M, N]`, weight `[N, K]`) on the packed
