@@ -1,7 +1,7 @@
 //! Dense layers and 1×1 convs: GEMM with a fused bias + activation epilogue, and the
 //! reductions their backward needs.
 
-use super::{inputs, par_output, written, Act, DenseFormat, PackedDense};
+use super::{inputs, par_output, written, Act, DenseFormat, PackedDense, SharedMut};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
@@ -96,22 +96,6 @@ pub(super) fn dense_rows_into<'a>(
     let out = unsafe { out.assume_init_mut() };
     bias_act_rows(out.chunks_exact_mut(n.max(1)), bias, act);
     out
-}
-
-/// The output buffer's address, shared by the tasks that write its disjoint tiles.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: `Dense::cpu_fwd` only hands it to tasks that each access their own tile, disjoint
-// from every other task's, while the buffer outlives them.
-unsafe impl Send for SharedMut {}
-// SAFETY: as above: no element is accessed by two tasks.
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Rows, input and output features of a dense op, checked: x `[…, K]`, weight `[N, K]`,

@@ -10,9 +10,11 @@
 //!   activation stay f32, and the output is f32, so the rest of the network is unchanged.
 
 use super::dense::{dense_shape, rows_channels};
-use super::{par_output, Act};
+use super::{par_output, Act, SharedMut};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// Output channels per microkernel call: two vectors of 16 f32.
 const COLS: usize = 32;
@@ -188,8 +190,11 @@ impl PackedDense {
         if m * n == 0 {
             return vec![0.0; m * n];
         }
-        // A few tiles per thread, whole microkernel row groups where there are enough rows.
         let threads = rayon::current_num_threads().max(1);
+        if m < threads * 4 * ROWS {
+            return self.column_tasks(x, m, threads, act);
+        }
+        // A few tiles per thread, whole microkernel row groups.
         let tile_rows = (m.div_ceil(threads * 4))
             .next_multiple_of(ROWS)
             .clamp(ROWS, 256);
@@ -198,6 +203,33 @@ impl PackedDense {
             let rows = piece.len() / n;
             self.rows_into(&x[r0 * k..(r0 + rows) * k], piece, act)
         })
+    }
+
+    /// [`rows`](Self::rows) for a few rows (the last layers of one small image: 16 rows of
+    /// 960 → 160): each task takes all rows and a share of the output columns, so reads only
+    /// its share of the weights, instead of every task reading all of them for its few rows.
+    fn column_tasks(&self, x: &[f32], m: usize, threads: usize, act: Act) -> Vec<f32> {
+        assert!(
+            self.format().supported(),
+            "packed dense: unsupported format"
+        );
+        let n = self.n;
+        let per_task = n.div_ceil(COLS).div_ceil(threads * 2) * COLS;
+        let mut out = Vec::<f32>::with_capacity(m * n);
+        let dst = SharedMut(out.as_mut_ptr());
+        (0..n.div_ceil(per_task)).into_par_iter().for_each(|task| {
+            let c0 = task * per_task;
+            // SAFETY: the format runs on this CPU (asserted); x holds m rows of k values (the
+            // callers' `rows` contract), the buffer m × n; each task writes only its own
+            // columns c0.., disjoint from the others', starting at a multiple of COLS.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::columns(x, self, m, c0..(c0 + per_task).min(n), dst.ptr(), act)
+            }
+        });
+        // SAFETY: the tasks' column ranges cover 0..n, each written for all m rows.
+        unsafe { out.set_len(m * n) };
+        out
     }
 
     /// `act(x · Wᵀ + b)` of the rows `x` (`rows × K`) into `out` (`rows × N`), on this thread.
@@ -249,7 +281,7 @@ impl CustomOp1 for PackedDenseOp<'_> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Act, Packed, PackedDense, COLS, ROWS};
+    use super::{Act, Packed, PackedDense, Range, COLS, ROWS};
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
@@ -269,15 +301,45 @@ mod avx512 {
         };
     }
 
-    /// The microkernel calls covering a `rows × n` output: (first row, rows ≤ [`ROWS`], first
-    /// column, columns ≤ [`COLS`]); column blocks outermost, so one block's weights stay in
-    /// cache while every row group passes over them.
-    fn micro_tiles(rows: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-        (0..n).step_by(COLS).flat_map(move |c0| {
+    /// The microkernel calls covering columns `cols` of a `rows`-row output: (first row, rows
+    /// ≤ [`ROWS`], first column, columns ≤ [`COLS`]); column blocks outermost, so one block's
+    /// weights stay in cache while every row group passes over them.
+    fn micro_tiles(
+        rows: usize,
+        cols: Range<usize>,
+    ) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+        let end = cols.end;
+        cols.step_by(COLS).flat_map(move |c0| {
             (0..rows)
                 .step_by(ROWS)
-                .map(move |r0| (r0, (rows - r0).min(ROWS), c0, (n - c0).min(COLS)))
+                .map(move |r0| (r0, (rows - r0).min(ROWS), c0, (end - c0).min(COLS)))
         })
+    }
+
+    /// Columns `cols` of the `rows` output rows at `dst` (row stride n) of input rows `x`.
+    ///
+    /// # Safety
+    /// The CPU must have the features of the layer's format; x holds rows × k values, `dst`
+    /// rows × n writable ones of which nothing else accesses columns `cols` meanwhile;
+    /// cols.start is a multiple of [`COLS`] and cols.end ≤ n.
+    pub(super) unsafe fn columns(
+        x: &[f32],
+        layer: &PackedDense,
+        rows: usize,
+        cols: Range<usize>,
+        dst: *mut f32,
+        act: Act,
+    ) {
+        assert!(
+            x.len() == rows * layer.k && cols.start.is_multiple_of(COLS) && cols.end <= layer.n
+        );
+        // SAFETY: the caller's guarantees.
+        unsafe {
+            match &layer.packed {
+                Packed::F32(w) => tile_f32(x, w, layer, rows, cols, dst, act),
+                Packed::Bf16(w) => tile_bf16(x, w, layer, rows, cols, dst, act),
+            }
+        }
     }
 
     /// The output rows `out` (`rows × n`) of input rows `x` (`rows × k`).
@@ -298,8 +360,8 @@ mod avx512 {
         // SAFETY: the caller's guarantees, sizes asserted.
         unsafe {
             match &layer.packed {
-                Packed::F32(w) => tile_f32(x, w, layer, rows, dst, act),
-                Packed::Bf16(w) => tile_bf16(x, w, layer, rows, dst, act),
+                Packed::F32(w) => tile_f32(x, w, layer, rows, 0..n, dst, act),
+                Packed::Bf16(w) => tile_bf16(x, w, layer, rows, 0..n, dst, act),
             }
         }
         // SAFETY: `micro_tiles` covers columns 0..n of rows 0..rows, so every element of `out`
@@ -315,11 +377,12 @@ mod avx512 {
         w: &[f32],
         layer: &PackedDense,
         rows: usize,
+        columns: Range<usize>,
         dst: *mut f32,
         act: Act,
     ) {
         let (k, n, np) = (layer.k, layer.n, layer.n_padded);
-        for (r0, group, c0, cols) in micro_tiles(rows, n) {
+        for (r0, group, c0, cols) in micro_tiles(rows, columns) {
             // SAFETY: rows r0..r0+group of x (row stride k) and of the output (row stride n)
             // exist; w holds k × np values and c0 + 32 ≤ np; the kernel writes only columns
             // c0..c0+cols.
@@ -343,6 +406,7 @@ mod avx512 {
         w: &[u32],
         layer: &PackedDense,
         rows: usize,
+        columns: Range<usize>,
         dst: *mut f32,
         act: Act,
     ) {
@@ -354,7 +418,7 @@ mod avx512 {
             // SAFETY: `src` is k values and `dst` k/2 rounded up, as the function requires.
             unsafe { to_bf16_pairs(src, dst) };
         }
-        for (r0, group, c0, cols) in micro_tiles(rows, n) {
+        for (r0, group, c0, cols) in micro_tiles(rows, columns) {
             // SAFETY: rows r0..r0+group of `a` (row stride `pairs`) and of the output (row
             // stride n) exist; w holds `pairs` × np values and c0 + 32 ≤ np; the kernel writes
             // only columns c0..c0+cols.

@@ -332,6 +332,22 @@ fn dims4(layout: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
     })
 }
 
+/// The output buffer's address, shared by the tasks that write its disjoint tiles.
+#[derive(Clone, Copy)]
+pub(super) struct SharedMut(pub(super) *mut f32);
+// SAFETY: it is only handed to tasks that each access their own tile of the buffer (the dense
+// ops' callers), disjoint from every other task's, while the buffer outlives them.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above: no element is accessed by two tasks.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    pub(super) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A new output of `len` values, built in parallel `row` values at a time: `init(i, piece)`
 /// gets the `i`-th piece uninitialised and hands it back written, as the `&mut [f32]` that
 /// [`filled`], [`repeated`] or [`written`] return. Skips the zero-fill of `vec![0.0; len]`,
