@@ -97,10 +97,11 @@ fn bf16_reads_faces_as_f32_does_and_falls_back_where_it_cannot_run() {
         (line, stderr)
     };
     let (f32_line, _) = predict("f32", "avx512");
-    // Capped below AVX-512, bf16 cannot run: said in one line, and the result is f32's.
+    // Capped below AVX-512, bf16 cannot run: said in one line, and the result is f32's on the
+    // same kernels (f32 on AVX-512 sums in another order: equal to ~1e-7, not bit for bit).
     let (fallback, stderr) = predict("bf16", "avx2");
     assert!(stderr.contains("running in f32"), "{stderr}");
-    assert_eq!(fallback["probs"], f32_line["probs"]);
+    assert_eq!(fallback["probs"], predict("f32", "avx2").0["probs"]);
     let (bf16_line, _) = predict("bf16", "avx512");
     assert_eq!(bf16_line["label"], f32_line["label"]);
     let probs = |l: &serde_json::Value| -> Vec<f64> {
