@@ -68,7 +68,8 @@ pub struct PipelineArgs {
     pub detect_every: u32,
     /// Faces classified per frame at most, longest-waiting first (new faces always); the
     /// others show their smoothed result until their turn.
-    /// Default: 3 where the model runs in bf16, 1 in f32 (what keeps 3 faces above 60 fps).
+    /// Default: 3 where the 1×1 convs run on the AVX-512 kernels (bf16 or f32), else 1 (what
+    /// keeps 3 faces above 60 fps).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub classify_per_frame: Option<u32>,
     /// Face detector.

@@ -43,12 +43,14 @@ use std::time::{Duration, Instant};
 /// every frame (`cargo bench --bench pipeline`; at 480 px ~59 fps, at 640 px ~44 fps).
 pub const DEFAULT_DETECT_EVERY: u32 = 1;
 /// Faces classified per frame at most unless told otherwise: what keeps 3 faces above 60 fps
-/// in `annotate` on 2 cores. Every face of three on every frame where the model runs in bf16
-/// (80.6 fps measured on an AMD EPYC with AVX512-BF16; 54.6 fps there in f32), one per frame
-/// in f32 (three faces each refreshed every third frame).
+/// in `annotate` on 2 cores. Every face of three on every frame where the 1×1 convs run on our
+/// AVX-512 kernels, bf16 or f32 (on an AMD EPYC Zen 4: 80.6 fps in bf16, 76.0 in f32), one per
+/// frame elsewhere (three faces each refreshed every third frame; f32 on gemm measured 54.6 fps
+/// there, 33 on an AVX2 EPYC).
 pub fn default_classify_per_frame(precision: Precision) -> usize {
     match precision {
         Precision::Bf16 => 3,
+        Precision::F32 | Precision::Auto if crate::model::ops::DenseFormat::F32.supported() => 3,
         Precision::F32 | Precision::Auto => 1,
     }
 }

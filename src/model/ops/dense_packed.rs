@@ -1,13 +1,15 @@
-//! Dense layers and 1×1 convs for inference with the weights packed once, when the layer is
-//! prepared, for our AVX-512 microkernels: 8 rows × 32 output channels per call, bias and
-//! activation applied as the sums leave the registers. Two number formats:
-//! - f32: `vfmadd` on the weights as they are. Against gemm (which packs both operands on every
-//!   call, into buffers it allocates, and on stable Rust runs its AVX2 kernel) this skips the
-//!   packing and uses the 512-bit registers.
-//! - bf16: AVX512-BF16's dot product (`vdpbf16ps`: 32 bf16 products summed pairwise into 16
-//!   f32 lanes per instruction, twice the multiply-adds of an f32 FMA). Weights are rounded to
-//!   bf16 when packed; activations are rounded as each tile of rows is read; sums, bias and
-//!   activation stay f32, and the output is f32, so the rest of the network is unchanged.
+//! Dense layers and 1×1 convs on our AVX-512 microkernels, with the weights packed for them:
+//! once, when a layer is prepared for inference, or per call in training (`ops::dense`). 8 rows
+//! × 32 output channels per call, bias and activation applied as the sums leave the registers.
+//! Two number formats:
+//! - f32 (inference and training): `vfmadd` on the weights as they are. Against gemm (which
+//!   packs both operands on every call, into buffers it allocates, and on stable Rust runs its
+//!   AVX2 kernel) this skips most of the packing and uses the 512-bit registers.
+//! - bf16 (inference): AVX512-BF16's dot product (`vdpbf16ps`: 32 bf16 products summed
+//!   pairwise into 16 f32 lanes per instruction, twice the multiply-adds of an f32 FMA).
+//!   Weights are rounded to bf16 when packed; activations are rounded as each tile of rows is
+//!   read; sums, bias and activation stay f32, and the output is f32, so the rest of the
+//!   network is unchanged.
 
 use super::dense::{dense_shape, rows_channels};
 use super::{par_output, Act, SharedMut};
