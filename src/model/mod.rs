@@ -125,7 +125,7 @@ impl AffectModel {
     fn bf16_runs(&self) -> bool {
         matches!(self.trunk, Trunk::InvertedResidual(_))
             && self.head.device().is_cpu()
-            && ops::bf16_supported()
+            && ops::DenseFormat::Bf16.supported()
     }
 
     /// Images `[N, S, S, 3]` in [-1, 1] → logits and valence/arousal (inference mode).

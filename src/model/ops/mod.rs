@@ -116,7 +116,7 @@ mod stem;
 mod testing;
 
 pub use dense::dense;
-pub use dense_packed::{bf16_supported, DenseFormat, PackedDense};
+pub use dense_packed::{DenseFormat, PackedDense};
 pub use depthwise::{depthwise, depthwise3x3};
 pub use inverted_residual::{BlockTensors, Conv1x1, InvertedResidualBlock};
 pub use pointwise_depthwise::PointwiseDepthwise;
