@@ -33,9 +33,6 @@ pub enum BenchError {
     /// The photo the detectors are timed on could not be read.
     #[error("cannot read {}: {reason} (pass --detector-image PHOTO)", path.display())]
     Image { path: PathBuf, reason: String },
-    /// The thread pool the model runs on could not be started.
-    #[error("cannot start the model's threads: {0}")]
-    Pool(#[from] rayon::ThreadPoolBuildError),
     /// The child process could not be started.
     #[error("cannot run the benchmark process: {0}")]
     Spawn(std::io::Error),
@@ -190,6 +187,8 @@ pub fn time_train_step(
 }
 
 /// Measures in this process (the child's side): loads the model and runs [`run`].
+/// Call it on the thread that should take part in the model's work: `affectcam bench` runs it
+/// as one of the kernels' rayon workers, as the pipeline runs its model.
 pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, BenchError> {
     let device = Device::Cpu;
     let mut model = match &options.weights {
@@ -205,11 +204,13 @@ pub fn run_here(options: &BenchOptions) -> std::result::Result<BenchReport, Benc
         }
     };
     let precision = model.set_precision(options.precision)?;
-    // On a pool of RAYON_NUM_THREADS workers that this thread's work runs on, as the live
-    // pipeline runs the model: from outside the pool a third thread would hand every op to
-    // the workers and wait (batch 1 on the 2-core Zen 4: ~25 % slower).
-    let pool = rayon::ThreadPoolBuilder::new().build()?;
-    Ok(pool.install(|| run(&model, precision, &device, options.reps, options.train))?)
+    Ok(run(
+        &model,
+        precision,
+        &device,
+        options.reps,
+        options.train,
+    )?)
 }
 
 /// Measures at each thread count in a child process of `exe` (this program, which must

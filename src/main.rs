@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
 /// them, or one per core), as the pipeline runs its model: outside the pool this thread would
 /// be one more, handing each op to the workers and waiting (2-core Zen 4: a batch-1 forward
 /// 2.4–2.6 against 4.2–4.8 ms, a whole training step 294–319 against 323–358 ms).
-fn on_kernel_pool(work: impl FnOnce() -> Result<()> + Send) -> Result<()> {
+fn on_kernel_pool<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     rayon::ThreadPoolBuilder::new()
         .build()
         .context("cannot start the model's threads")?
@@ -241,7 +241,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
     if args.child {
         let report = match &options.detector_image {
             Some(photo) => serde_json::to_string(&bench::run_detectors_here(photo, options.reps)?)?,
-            None => serde_json::to_string(&bench::run_here(&options)?)?,
+            None => serde_json::to_string(&on_kernel_pool(|| Ok(bench::run_here(&options)?))?)?,
         };
         println!("{report}");
         return Ok(());
