@@ -104,7 +104,7 @@ pub fn time<T>(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<T>) -> 
 pub struct BenchReport {
     pub threads: usize,
     pub input_size: usize,
-    /// The number format inference ran in (`f32` or `bf16`).
+    /// The number format inference ran in (`f32`, `bf16` or `int8`).
     pub precision: String,
     /// Inference, batch 1.
     pub batch1: Timing,

@@ -143,10 +143,15 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device, Precision)> {
         None => AffectModel::shipped(&device)?,
     };
     let precision = model.set_precision(args.precision)?;
-    if args.precision == Precision::Bf16 && precision != Precision::Bf16 {
-        eprintln!(
-            "bf16 needs MobileNetV2 or EfficientNet-Lite0 on a CPU with AVX512-BF16; running in f32"
-        );
+    match args.precision {
+        Precision::Bf16 | Precision::Int8 if precision != args.precision => {
+            eprintln!(
+            "{} needs MobileNetV2 or EfficientNet-Lite0 on a CPU with AVX512-{}; running in f32",
+            args.precision,
+            if args.precision == Precision::Bf16 { "BF16" } else { "VNNI" }
+        )
+        }
+        _ => {}
     }
     Ok((model, device, precision))
 }

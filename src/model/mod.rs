@@ -100,32 +100,34 @@ impl AffectModel {
     }
 
     /// Prepares the model for inference on the CPU (MobileNetV2's blocks fused into one op
-    /// each) in the number format asked for (`Auto` and `Bf16` fall back to f32 where bf16
-    /// cannot run: another CPU, the GPU, VGG16), and returns the one in use, `F32` or `Bf16`.
+    /// each) in the number format asked for (`Auto`, `Bf16` and `Int8` fall back to f32 where
+    /// theirs cannot run: another CPU, the GPU, VGG16), and returns the one in use.
     /// The prepared ops hold copies of the weights: call it again after changing them.
     pub fn set_precision(&mut self, precision: Precision) -> candle_core::Result<Precision> {
-        let bf16 = precision != Precision::F32 && self.bf16_runs();
+        let runs = |format: ops::DenseFormat| {
+            matches!(self.trunk, Trunk::InvertedResidual(_))
+                && self.head.device().is_cpu()
+                && format.supported()
+        };
+        let format = match precision {
+            Precision::Auto => ops::DenseFormat::Bf16,
+            Precision::F32 => ops::DenseFormat::F32,
+            Precision::Bf16 => ops::DenseFormat::Bf16,
+            Precision::Int8 => ops::DenseFormat::Int8,
+        };
+        let format = Some(format)
+            .filter(|&f| runs(f))
+            .unwrap_or(ops::DenseFormat::F32);
         if let Trunk::InvertedResidual(trunk) = &mut self.trunk {
             if self.head.device().is_cpu() {
-                let format = if bf16 {
-                    ops::DenseFormat::Bf16
-                } else {
-                    ops::DenseFormat::F32
-                };
                 trunk.prepare_inference(Some(format))?;
             }
         }
-        Ok(if bf16 {
-            Precision::Bf16
-        } else {
-            Precision::F32
+        Ok(match format {
+            ops::DenseFormat::F32 => Precision::F32,
+            ops::DenseFormat::Bf16 => Precision::Bf16,
+            ops::DenseFormat::Int8 => Precision::Int8,
         })
-    }
-
-    fn bf16_runs(&self) -> bool {
-        matches!(self.trunk, Trunk::InvertedResidual(_))
-            && self.head.device().is_cpu()
-            && ops::DenseFormat::Bf16.supported()
     }
 
     /// Images `[N, S, S, 3]` in [-1, 1] → logits and valence/arousal (inference mode).
@@ -151,6 +153,9 @@ pub enum Precision {
     /// bf16 weights and inputs with f32 sums, bias and activation (AVX512-BF16); f32 where
     /// the CPU lacks it.
     Bf16,
+    /// int8 weights (a scale per output channel) and inputs (a scale per pixel) with i32 sums
+    /// and f32 bias and activation (AVX512-VNNI); f32 where the CPU lacks it.
+    Int8,
 }
 
 impl std::fmt::Display for Precision {
@@ -159,6 +164,7 @@ impl std::fmt::Display for Precision {
             Precision::Auto => "auto",
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         })
     }
 }

@@ -49,7 +49,7 @@ pub const DEFAULT_DETECT_EVERY: u32 = 1;
 /// there, 33 on an AVX2 EPYC).
 pub fn default_classify_per_frame(precision: Precision) -> usize {
     match precision {
-        Precision::Bf16 => 3,
+        Precision::Bf16 | Precision::Int8 => 3,
         Precision::F32 | Precision::Auto if crate::model::ops::DenseFormat::F32.supported() => 3,
         Precision::F32 | Precision::Auto => 1,
     }

@@ -3,7 +3,7 @@
 //! of output rows. The expanded activations, six times the block's channels, then live in a
 //! band-sized buffer in cache instead of going through memory three times (at batch 32 the
 //! first expanded layer alone is 50 MB), and the block is one parallel region instead of four.
-//! The 1×1 convs run on [`PackedDense`]'s kernels (f32 or bf16), or on gemm in f32 where the
+//! The 1×1 convs run on [`PackedDense`]'s kernels (f32, bf16 or int8), or on gemm in f32 where the
 //! CPU has no AVX-512.
 
 use super::dense::dense_rows_into;
@@ -78,7 +78,7 @@ pub struct BlockTensors<'a> {
 }
 
 impl InvertedResidualBlock {
-    /// Copies the block's f32 weights (the 1×1 convs packed for bf16 are shared instead).
+    /// Copies the block's f32 weights (the packed 1×1 convs are shared instead).
     pub fn new(t: BlockTensors) -> Result<Self> {
         let (cout, hidden) = t.project.weight.dims2()?;
         let cin = match &t.expand {
@@ -259,8 +259,8 @@ mod tests {
             };
             let x = randn((n, h, w, cin), 1.0, &dev).unwrap();
             // gemm (no packing) and each packed format this CPU runs, against the three ops.
-            let formats =
-                [DenseFormat::F32, DenseFormat::Bf16].map(|f| Some(f).filter(|f| f.supported()));
+            let formats = [DenseFormat::F32, DenseFormat::Bf16, DenseFormat::Int8]
+                .map(|f| Some(f).filter(|f| f.supported()));
             let mut reference = None;
             for format in [None]
                 .into_iter()
@@ -289,10 +289,9 @@ mod tests {
                     .unwrap();
                 assert_eq!(ours.dims(), reference.dims());
                 let e = rel_err(&ours, reference);
-                let bound = if format == Some(DenseFormat::Bf16) {
-                    5e-2
-                } else {
-                    1e-5
+                let bound = match format {
+                    Some(DenseFormat::Bf16 | DenseFormat::Int8) => 5e-2,
+                    _ => 1e-5,
                 };
                 assert!(
                     e < bound,

@@ -1,7 +1,7 @@
-//! The AVX-512 microkernels of [`PackedDense`]: f32 FMAs and bf16 dot products on the same
-//! 8 × 32 tiling and epilogue.
+//! The AVX-512 microkernels of [`PackedDense`]: f32 FMAs, bf16 and int8 dot products on the
+//! same 8 × 32 tiling and epilogue.
 
-use super::{Act, Packed, PackedDense, COLS, ROWS};
+use super::{row_quantization, Act, Int8Weights, Packed, PackedDense, COLS, ROWS};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -57,6 +57,7 @@ pub(super) unsafe fn columns(
         match &layer.packed {
             Packed::F32(w) => tile_f32(x, w, layer, rows, cols, dst, act),
             Packed::Bf16(w) => tile_bf16(x, w, layer, rows, cols, dst, act),
+            Packed::Int8(w) => tile_int8(x, w, layer, rows, cols, dst, act),
         }
     }
 }
@@ -147,6 +148,82 @@ unsafe fn tile_bf16(
             )
         }
     }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL and VNNI; x `rows × k`, `dst` `rows × n` writable, `w` the layer's int8
+/// packing.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_int8(
+    x: &[f32],
+    w: &Int8Weights,
+    layer: &PackedDense,
+    rows: usize,
+    columns: Range<usize>,
+    dst: *mut f32,
+    act: Act,
+) {
+    let (k, n, np) = (layer.k, layer.n, layer.n_padded);
+    let quads = k.div_ceil(4);
+    // The tile's activations as u8 quads, `quads` per row, with each row's scale and zero point.
+    let mut a = vec![0u32; rows * quads];
+    let mut scales = Vec::with_capacity(rows);
+    for (src, dst) in x.chunks_exact(k).zip(a.chunks_exact_mut(quads)) {
+        // SAFETY: `src` is k values and `dst` k/4 rounded up, as the function requires.
+        scales.push(unsafe { to_u8_quads(src, dst) });
+    }
+    for (r0, group, c0, cols) in micro_tiles(rows, columns) {
+        // SAFETY: rows r0..r0+group of `a` (row stride `quads`), of `scales` and of the output
+        // (row stride n) exist; w holds `quads` × np values and c0 + 32 ≤ np; the kernel
+        // writes only columns c0..c0+cols.
+        unsafe {
+            let (a, out) = (a.as_ptr().add(r0 * quads), dst.add(r0 * n + c0));
+            let scales = &scales[r0..r0 + group];
+            with_rows!(
+                group,
+                micro_int8(a, quads, scales, w, np, layer, c0, cols, out, n, act)
+            )
+        }
+    }
+}
+
+/// `src` (k f32) on u8 into `dst` (k/4 rounded up quads; bytes past k are left as they are:
+/// their weights are 0); returns the row's (scale, zero point).
+///
+/// # Safety
+/// AVX-512 F/BW/VL; the lengths as above.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn to_u8_quads(src: &[f32], dst: &mut [u32]) -> (f32, i32) {
+    let k = src.len();
+    assert_eq!(dst.len(), k.div_ceil(4));
+    // Masked-off lanes load as 0, which the range holds anyway.
+    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i < k {
+        // SAFETY: the mask covers only values of src from i on.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask16((k - i).min(16)), src.as_ptr().add(i)) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+        i += 16;
+    }
+    let (scale, inv, zero) = row_quantization(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+    let (inv, zero_point) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zero));
+    let (floor, ceiling) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
+    let bytes = dst.as_mut_ptr().cast::<u8>();
+    let mut i = 0;
+    while i < k {
+        let mask = mask16((k - i).min(16));
+        // SAFETY: the mask covers only values of src from i on, and bytes i.. of dst, which
+        // holds at least k bytes. `cvtps` rounds to nearest even (the default mode).
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), zero_point);
+            let q = _mm512_min_epi32(_mm512_max_epi32(q, floor), ceiling);
+            _mm_mask_storeu_epi8(bytes.add(i).cast(), mask, _mm512_cvtepi32_epi8(q));
+        }
+        i += 16;
+    }
+    (scale, zero)
 }
 
 /// `src` (k f32) as bf16 pairs into `dst` (k/2 rounded up; an odd k's last pair is padded
@@ -262,6 +339,68 @@ unsafe fn micro_bf16<const R: usize>(
     }
     // SAFETY: the caller's guarantees for `out`, c0 and cols.
     unsafe { store(&acc, layer, c0, cols, out, stride, act) }
+}
+
+/// Output rows `R` × columns c0..c0+cols (≤ 32) in int8: `vpdpbusd` on quads of input
+/// features, the i32 sums less each row's zero point times the column's weight sum, scaled by
+/// the row's and the column's scales.
+///
+/// # Safety
+/// AVX-512 F/BW and VNNI; `a` holds R rows of `quads` quads, `scales` R rows' (scale, zero
+/// point), `w`'s quads `quads` rows of np ≥ c0 + 32 packed columns; `out` R rows (stride
+/// `stride`) with `cols` writable values each, c0 + cols ≤ the layer's n.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn micro_int8<const R: usize>(
+    a: *const u32,
+    quads: usize,
+    scales: &[(f32, i32)],
+    w: &Int8Weights,
+    np: usize,
+    layer: &PackedDense,
+    c0: usize,
+    cols: usize,
+    out: *mut f32,
+    stride: usize,
+    act: Act,
+) {
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // SAFETY: c0 + 32 ≤ np, inside the first row of quads.
+    let wq = unsafe { w.quads.as_ptr().add(c0) };
+    for p in 0..quads {
+        // SAFETY: quad p of the 32 packed columns and of each of the R rows lies inside the
+        // buffers the caller vouches for.
+        unsafe {
+            let w0 = _mm512_loadu_si512(wq.add(p * np).cast());
+            let w1 = _mm512_loadu_si512(wq.add(p * np + 16).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = _mm512_set1_epi32(*a.add(r * quads + p) as i32);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], v, w0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], v, w1);
+            }
+        }
+    }
+    // SAFETY: the padded scale and sum rows hold np ≥ c0 + 32 values.
+    let (sum, scale) = unsafe {
+        (
+            [0, 16].map(|h| _mm512_loadu_si512(w.sum.as_ptr().add(c0 + h).cast())),
+            [0, 16].map(|h| _mm512_loadu_ps(w.scale.as_ptr().add(c0 + h))),
+        )
+    };
+    let mut sums = [[_mm512_setzero_ps(); 2]; R];
+    for ((sums, acc), &(row_scale, zero)) in sums.iter_mut().zip(&acc).zip(scales) {
+        let (row_scale, zero) = (_mm512_set1_ps(row_scale), _mm512_set1_epi32(zero));
+        for h in 0..2 {
+            let exact = _mm512_sub_epi32(acc[h], _mm512_mullo_epi32(zero, sum[h]));
+            sums[h] = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(exact),
+                _mm512_mul_ps(scale[h], row_scale),
+            );
+        }
+    }
+    // SAFETY: the caller's guarantees for `out`, c0 and cols.
+    unsafe { store(&sums, layer, c0, cols, out, stride, act) }
 }
 
 /// `act(acc + bias)` into R output rows × columns c0..c0+cols (≤ 32).
