@@ -1,7 +1,7 @@
 use affectcam::bench::{self, BenchOptions, BenchReport, DetectorBenchReport};
 use affectcam::cli::{
-    AnnotateArgs, BenchArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs, PipelineArgs,
-    PredictArgs, SelftestArgs, TrainArgs,
+    AnnotateArgs, BenchArgs, CalibrateArgs, Cli, Command, EvalArgs, LiveArgs, ModelArgs,
+    PipelineArgs, PredictArgs, SelftestArgs, TrainArgs,
 };
 use affectcam::detect::{DetectorConfig, FaceDetector};
 use affectcam::model::{device_label, select_device, AffectModel, DeviceChoice, Precision};
@@ -79,6 +79,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Annotate(args) => annotate_cmd(&args),
         Command::Train(args) => on_kernel_pool(|| train_cmd(&args)),
         Command::Eval(args) => on_kernel_pool(|| eval_cmd(&args)),
+        Command::Calibrate(args) => on_kernel_pool(|| calibrate_cmd(&args)),
     }
 }
 
@@ -177,6 +178,43 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         );
         println!("{}", affectcam::eval::summary(&leak.without_duplicates));
     }
+    Ok(())
+}
+
+fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
+    use affectcam::model::{weights, SHIPPED_WEIGHTS, SHIPPED_WEIGHTS_NAME};
+    let device = Device::Cpu;
+    let (mut model, file) = match &args.weights {
+        Some(path) => (
+            AffectModel::load(path, &device)?,
+            weights::read_safetensors(path, &device)?,
+        ),
+        None => {
+            let name = std::path::Path::new(SHIPPED_WEIGHTS_NAME);
+            (
+                AffectModel::shipped(&device)?,
+                weights::parse_safetensors(name, SHIPPED_WEIGHTS, &device)?,
+            )
+        }
+    };
+    let Some(calibration) =
+        affectcam::eval::calibrate::calibrate(&mut model, &device, &args.into())?
+    else {
+        bail!(
+            "{} has no projections to calibrate (VGG16)",
+            model.meta.arch
+        );
+    };
+    let mut tensors = file.tensors;
+    let projections = calibration.ranges.len();
+    tensors.extend(calibration.ranges);
+    weights::write_safetensors(&args.out, &tensors, file.metadata)?;
+    println!(
+        "calibrated {projections} projections on {} training faces ({} skipped) → {}",
+        calibration.images,
+        calibration.skipped,
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -122,3 +122,69 @@ fn bf16_and_int8_read_faces_as_f32_does_and_fall_back_where_they_cannot_run() {
         );
     }
 }
+
+#[test]
+fn calibrate_writes_every_projections_input_ranges_and_int8_runs_on_them() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("calibrated.safetensors");
+    let run = common::affectcam()
+        .args(["calibrate", "--images", "64", "--data"])
+        .arg(shared.join("data/ferplus"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file =
+        affectcam::model::weights::read_safetensors(&out, &candle_core::Device::Cpu).unwrap();
+    let shipped = affectcam::model::weights::parse_safetensors(
+        std::path::Path::new("shipped"),
+        affectcam::model::SHIPPED_WEIGHTS,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    // MobileNetV2's 17 blocks, each projection's hidden channels, none negative (ReLU6).
+    let ranges: Vec<_> = file
+        .tensors
+        .iter()
+        .filter(|(name, _)| name.ends_with(".input_range"))
+        .collect();
+    assert_eq!(ranges.len(), 17);
+    for (name, range) in ranges {
+        let weight = &file.tensors[&name.replace("input_range", "weight")];
+        assert_eq!(range.dims1().unwrap(), weight.dims2().unwrap().1, "{name}");
+        let values: Vec<f32> = range.to_vec1().unwrap();
+        assert!(values.iter().all(|&v| (0.0..=6.0).contains(&v)), "{name}");
+        // The shipped weights are calibrated too (on 1,024 faces of three sources).
+        assert!(shipped.tensors.contains_key(name), "{name}");
+    }
+    assert_eq!(file.metadata, shipped.metadata);
+    let predict = common::affectcam()
+        .args([
+            "predict",
+            "--json",
+            "--device",
+            "cpu",
+            "--precision",
+            "int8",
+            "--weights",
+        ])
+        .arg(&out)
+        .arg(shared.join("samples/grace_hopper.jpg"))
+        .output()
+        .unwrap();
+    assert!(
+        predict.status.success(),
+        "{}",
+        String::from_utf8_lossy(&predict.stderr)
+    );
+}

@@ -1,7 +1,8 @@
-//! `train` and `eval` arguments: datasets, the training recipe, what to score.
+//! `train`, `eval` and `calibrate` arguments: datasets, the training recipe, what to score.
 
 use super::ModelArgs;
 use crate::data::{Format, LabelMode, LoadOptions};
+use crate::eval::calibrate::CalibrateOptions;
 use crate::eval::run::{EvalOptions, Split};
 use crate::model::backbone::Arch;
 use crate::model::preprocess::{ColorMode, CropMode, Preprocess};
@@ -259,6 +260,35 @@ impl From<&EvalArgs> for EvalOptions {
             json: args.json.clone(),
             predictions: args.predictions.clone(),
             out: args.out.clone(),
+            cache_dir: args.cache_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Weights file to calibrate (default: the shipped weights).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Training faces to measure, spread evenly over the sources' training splits.
+    #[arg(long, default_value_t = 1024)]
+    pub images: usize,
+    /// The weights file to write: the input's tensors and metadata plus the ranges.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Folder where `--detect` keeps its detections between runs.
+    #[arg(long, default_value = "runs/cache")]
+    pub cache_dir: PathBuf,
+}
+
+impl From<&CalibrateArgs> for CalibrateOptions {
+    fn from(args: &CalibrateArgs) -> Self {
+        CalibrateOptions {
+            data: args.data.data.clone(),
+            load: (&args.data).into(),
+            images: args.images,
             cache_dir: args.cache_dir.clone(),
         }
     }

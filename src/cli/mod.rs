@@ -5,7 +5,7 @@
 mod learn;
 mod measure;
 
-pub use learn::{CropChoice, DataArgs, EvalArgs, FinetuneBlocks, TrainArgs};
+pub use learn::{CalibrateArgs, CropChoice, DataArgs, EvalArgs, FinetuneBlocks, TrainArgs};
 pub use measure::{BenchArgs, SelftestArgs};
 
 use crate::capture::{FrameSize, Source, DEFAULT_FPS, DEFAULT_FRAME_SIZE};
@@ -35,6 +35,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate weights on a dataset: accuracy, F1, κ, AUC, V/A RMSE/Pearson/CCC/SAGR.
     Eval(EvalArgs),
+    /// Measure the int8 input ranges of the model's projections on training faces and write
+    /// them into a copy of its weights file (what `--precision int8` scales by).
+    Calibrate(CalibrateArgs),
     /// Find the faces in photos and predict each one's emotion and valence/arousal.
     Predict(PredictArgs),
     /// Measure model latency, throughput, memory and training-step time.

@@ -1,5 +1,6 @@
 //! Evaluation: run the model over decoded faces and score the predictions.
 
+pub mod calibrate;
 pub mod metrics;
 pub mod run;
 

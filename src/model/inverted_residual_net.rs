@@ -129,11 +129,17 @@ impl NetSpec {
     }
 }
 
+/// Name, beside a 1×1 conv's weight and bias, of the largest value each of its input channels
+/// reached on calibration faces (`affectcam calibrate`); int8 scales by it where present.
+pub const INPUT_RANGE: &str = "input_range";
+
 /// A conv's weight and folded-BatchNorm bias.
 #[derive(Debug, Clone)]
 struct ConvParams {
     weight: Tensor,
     bias: Tensor,
+    /// A 1×1 conv's calibrated input range (see [`INPUT_RANGE`]), where the file has one.
+    input_range: Option<Tensor>,
     /// A 1×1 conv's weights packed for a [`PackedDense`] kernel, for inference.
     packed: Option<Arc<PackedDense>>,
 }
@@ -146,9 +152,15 @@ impl ConvParams {
             stdev: (2.0 / fan_in as f64).sqrt(),
         };
         let out = weight_shape[if weight_shape.len() == 3 { 2 } else { 0 }];
+        let input_range = if weight_shape.len() == 2 && vb.contains_tensor(INPUT_RANGE) {
+            Some(vb.get(weight_shape[1], INPUT_RANGE)?)
+        } else {
+            None
+        };
         Ok(Self {
             weight: vb.get_with_hints(weight_shape, "weight", init)?,
             bias: vb.get_with_hints(out, "bias", Init::Const(0.))?,
+            input_range,
             packed: None,
         })
     }
@@ -174,6 +186,11 @@ impl ConvParams {
     /// packing (`None`, or an unsupported format: gemm then multiplies in f32).
     fn set_packing(&mut self, format: Option<DenseFormat>) -> Result<()> {
         self.packed = match format.filter(|f| f.supported()) {
+            Some(DenseFormat::Int8) => Some(Arc::new(PackedDense::int8(
+                &self.weight,
+                &self.bias,
+                self.input_range.as_ref(),
+            )?)),
             Some(format) => Some(Arc::new(PackedDense::new(
                 &self.weight,
                 &self.bias,
@@ -253,9 +270,6 @@ impl InvertedResidual {
             kernel: self.spec.kernel,
             stride: self.spec.stride,
         };
-        let conv = Conv3x3 {
-            stride: self.spec.stride,
-        };
         // The fused op pads as Keras does: a "SAME" block only uses it where that is the same.
         let keras_padded = self.padding == Padding::Keras || window.is_keras_3x3(h, w);
         if let Some(fused) = self.fused.as_ref().filter(|_| keras_padded) {
@@ -263,16 +277,34 @@ impl InvertedResidual {
                 return fused.forward(x);
             }
         }
+        self.project_from(&self.hidden(x)?, x)
+    }
+
+    /// Expand and depthwise conv, unfused: the projection's input.
+    fn hidden(&self, x: &Tensor) -> Result<Tensor> {
         let hidden = match &self.expand {
             Some(e) => e.pointwise(x, Act::Relu6)?,
             None => x.clone(),
         };
         let (weight, bias) = (&self.depthwise.weight, &self.depthwise.bias);
-        let hidden = match self.padding {
-            Padding::Keras => ops::depthwise3x3(&hidden, weight, bias, conv, Act::Relu6)?,
-            Padding::Same => ops::depthwise(&hidden, weight, bias, window, Act::Relu6)?,
+        let conv = Conv3x3 {
+            stride: self.spec.stride,
         };
-        let h = self.project.pointwise(&hidden, Act::Identity)?;
+        match self.padding {
+            Padding::Keras => ops::depthwise3x3(&hidden, weight, bias, conv, Act::Relu6),
+            Padding::Same => {
+                let window = SamePadding {
+                    kernel: self.spec.kernel,
+                    stride: self.spec.stride,
+                };
+                ops::depthwise(&hidden, weight, bias, window, Act::Relu6)
+            }
+        }
+    }
+
+    /// The projection of `hidden`, plus the block's input `x` where the block is residual.
+    fn project_from(&self, hidden: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let h = self.project.pointwise(hidden, Act::Identity)?;
         if self.spec.residual() {
             h + x
         } else {
@@ -288,6 +320,7 @@ impl InvertedResidual {
 /// last boundary the last block's), so training can cache a boundary and run only the rest.
 #[derive(Debug, Clone)]
 pub struct InvertedResidualNet {
+    spec: &'static NetSpec,
     stem: ConvParams,
     blocks: Vec<InvertedResidual>,
     last: ConvParams,
@@ -305,14 +338,22 @@ impl InvertedResidualNet {
             .collect::<Result<Vec<_>>>()?;
         let cin = spec.stages[spec.stages.len() - 1].channels;
         let last = ConvParams::new(vb.pp(spec.last_name), &[spec.feature_channels, cin], cin)?;
-        Ok(Self { stem, blocks, last })
+        Ok(Self {
+            spec,
+            stem,
+            blocks,
+            last,
+        })
+    }
+
+    fn stem(&self, image: &Tensor) -> Result<Tensor> {
+        let conv = Conv3x3 { stride: 2 };
+        ops::conv3x3_input(image, &self.stem.weight, &self.stem.bias, conv, Act::Relu6)
     }
 
     /// Stem and blocks `0..k`: image → boundary `k`.
     pub fn forward_to(&self, image: &Tensor, k: usize) -> Result<Tensor> {
-        let conv = Conv3x3 { stride: 2 };
-        let mut x =
-            ops::conv3x3_input(image, &self.stem.weight, &self.stem.bias, conv, Act::Relu6)?;
+        let mut x = self.stem(image)?;
         for block in &self.blocks[..k] {
             x = block.forward(&x)?;
         }
@@ -338,6 +379,25 @@ impl InvertedResidualNet {
             block.set_fused(inference)?;
         }
         self.last.set_packing(inference)
+    }
+
+    /// Per block, the checkpoint name of its projection's input range and the largest value
+    /// each input channel (the depthwise conv's ReLU6 outputs) reaches on `image` `[C]`, for
+    /// int8 calibration. Runs the blocks unfused, in whatever format their 1×1 convs are in.
+    pub fn projection_input_maxima(&self, image: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let mut x = self.stem(image)?;
+        let mut maxima = Vec::with_capacity(self.blocks.len());
+        for (index, block) in self.blocks.iter().enumerate() {
+            let hidden = block.hidden(&x)?;
+            let channels = hidden.dim(D::Minus1)?;
+            let name = format!(
+                "{}.{INPUT_RANGE}",
+                (self.spec.layer_name)(index, Layer::Project)
+            );
+            maxima.push((name, hidden.reshape(((), channels))?.max(0)?));
+            x = block.project_from(&hidden, &x)?;
+        }
+        Ok(maxima)
     }
 
     /// Image → pooled features.

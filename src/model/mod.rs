@@ -135,6 +135,19 @@ impl AffectModel {
         self.head.forward_t(&self.trunk.forward(images)?, false)
     }
 
+    /// Per projection of an inverted-residual trunk, its range tensor's checkpoint name and
+    /// the largest value each input channel reaches on `images` (see `eval::calibrate`);
+    /// `None` for VGG16.
+    pub fn projection_input_maxima(
+        &self,
+        images: &Tensor,
+    ) -> candle_core::Result<Option<Vec<(String, Tensor)>>> {
+        match &self.trunk {
+            Trunk::InvertedResidual(trunk) => trunk.projection_input_maxima(images).map(Some),
+            Trunk::Vgg16(_) => Ok(None),
+        }
+    }
+
     /// Images → one [`Prediction`] per image.
     pub fn predict(&self, images: &Tensor) -> candle_core::Result<Vec<Prediction>> {
         self.forward(images)?.predictions()
@@ -153,8 +166,10 @@ pub enum Precision {
     /// bf16 weights and inputs with f32 sums, bias and activation (AVX512-BF16); f32 where
     /// the CPU lacks it.
     Bf16,
-    /// int8 weights (a scale per output channel) and inputs (a scale per pixel) with i32 sums
-    /// and f32 bias and activation (AVX512-VNNI); f32 where the CPU lacks it.
+    /// int8 weights (a scale per output channel) and inputs (a scale per pixel; the
+    /// projections' inputs smoothed by their calibrated ranges where the weights file has
+    /// them, see `calibrate`) with i32 sums and f32 bias and activation (AVX512-VNNI); f32
+    /// where the CPU lacks it.
     Int8,
 }
 

@@ -169,8 +169,9 @@ unsafe fn tile_int8(
     let mut a = vec![0u32; rows * quads];
     let mut scales = Vec::with_capacity(rows);
     for (src, dst) in x.chunks_exact(k).zip(a.chunks_exact_mut(quads)) {
-        // SAFETY: `src` is k values and `dst` k/4 rounded up, as the function requires.
-        scales.push(unsafe { to_u8_quads(src, dst) });
+        // SAFETY: `src` and the input scales are k values and `dst` k/4 rounded up, as the
+        // function requires.
+        scales.push(unsafe { to_u8_quads(src, &w.input_scale, dst) });
     }
     for (r0, group, c0, cols) in micro_tiles(rows, columns) {
         // SAFETY: rows r0..r0+group of `a` (row stride `quads`), of `scales` and of the output
@@ -187,21 +188,22 @@ unsafe fn tile_int8(
     }
 }
 
-/// `src` (k f32) on u8 into `dst` (k/4 rounded up quads; bytes past k are left as they are:
-/// their weights are 0); returns the row's (scale, zero point).
+/// `src` (k f32) times `input_scale` (k) on u8 into `dst` (k/4 rounded up quads; bytes past
+/// k are left as they are: their weights are 0); returns the row's (scale, zero point).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL; the lengths as above.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn to_u8_quads(src: &[f32], dst: &mut [u32]) -> (f32, i32) {
+unsafe fn to_u8_quads(src: &[f32], input_scale: &[f32], dst: &mut [u32]) -> (f32, i32) {
     let k = src.len();
-    assert_eq!(dst.len(), k.div_ceil(4));
+    assert!(dst.len() == k.div_ceil(4) && input_scale.len() == k);
+    // SAFETY (every call): the mask covers only values from i on, inside both slices.
+    let load = |i: usize, mask| unsafe { scaled_load(src, input_scale, i, mask) };
     // Masked-off lanes load as 0, which the range holds anyway.
     let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     while i < k {
-        // SAFETY: the mask covers only values of src from i on.
-        let v = unsafe { _mm512_maskz_loadu_ps(mask16((k - i).min(16)), src.as_ptr().add(i)) };
+        let v = load(i, mask16((k - i).min(16)));
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
         i += 16;
@@ -213,10 +215,10 @@ unsafe fn to_u8_quads(src: &[f32], dst: &mut [u32]) -> (f32, i32) {
     let mut i = 0;
     while i < k {
         let mask = mask16((k - i).min(16));
-        // SAFETY: the mask covers only values of src from i on, and bytes i.. of dst, which
-        // holds at least k bytes. `cvtps` rounds to nearest even (the default mode).
+        // SAFETY: the mask covers only bytes i.. of dst, which holds at least k bytes.
+        // `cvtps` rounds to nearest even (the default mode).
         unsafe {
-            let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let v = load(i, mask);
             let q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), zero_point);
             let q = _mm512_min_epi32(_mm512_max_epi32(q, floor), ceiling);
             _mm_mask_storeu_epi8(bytes.add(i).cast(), mask, _mm512_cvtepi32_epi8(q));
@@ -224,6 +226,22 @@ unsafe fn to_u8_quads(src: &[f32], dst: &mut [u32]) -> (f32, i32) {
         i += 16;
     }
     (scale, zero)
+}
+
+/// Lanes `mask` of `src[i..]` times those of `scale[i..]` (0 where masked off).
+///
+/// # Safety
+/// AVX-512 F; the masked lanes from i on lie inside both slices.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn scaled_load(src: &[f32], scale: &[f32], i: usize, mask: __mmask16) -> __m512 {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        _mm512_mul_ps(
+            _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)),
+            _mm512_maskz_loadu_ps(mask, scale.as_ptr().add(i)),
+        )
+    }
 }
 
 /// `src` (k f32) as bf16 pairs into `dst` (k/2 rounded up; an odd k's last pair is padded

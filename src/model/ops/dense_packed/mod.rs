@@ -14,8 +14,10 @@
 //!   i32 lanes, twice bf16's multiply-adds and half its bytes). Weights are rounded to int8
 //!   with one scale per output channel when packed; each row of activations (one pixel's
 //!   channels) gets its own scale and zero point as it is read, so a row's 256 levels span
-//!   just its own range (what keeps the error small without calibration data); the integer
-//!   sums are rescaled to f32 before bias and activation.
+//!   just its own range; the integer sums are rescaled to f32 before bias and activation.
+//!   Where a layer's input ranges were calibrated, each input channel is first multiplied by
+//!   a factor its weights are divided by (SmoothQuant's migration, α = ½), so that a few
+//!   channels with large values no longer take a row's levels from all the others.
 
 use super::dense::{dense_shape, rows_channels};
 use super::{par_output, Act, SharedMut};
@@ -101,6 +103,20 @@ struct Int8Weights {
     scale: Vec<f32>,
     /// Per column: the sum of its int8 weights, to take each row's zero point out of the sums.
     sum: Vec<i32>,
+    /// Per input feature: what it is multiplied by before rounding (its weights were divided
+    /// by it); 1 without calibration.
+    input_scale: Vec<f32>,
+}
+
+/// SmoothQuant's per-channel factor (α = ½) for an input channel that reached `range` on
+/// calibration faces and whose largest weight is `weight_max`: the input is multiplied by it
+/// and the weights divided, equalising the two ranges (capped at 64× either way).
+fn smoothing(range: f32, weight_max: f32) -> f32 {
+    if range > 0.0 && weight_max > 0.0 {
+        (weight_max / range).sqrt().clamp(1.0 / 64.0, 64.0)
+    } else {
+        1.0
+    }
 }
 
 /// The int8 weights of row-major `w` (`[N, K]`), each row symmetric in [-127, 127] on its own
@@ -155,6 +171,37 @@ impl PackedDense {
             bail!("packed dense: bias {} for {n} outputs", bias.len());
         }
         Ok(Self::from_rows(&w, bias, k, format))
+    }
+
+    /// The layer in int8; with `input_range` (`[K]`, each input's calibrated largest value),
+    /// smoothed as [`smoothing`] says.
+    pub fn int8(weight: &Tensor, bias: &Tensor, input_range: Option<&Tensor>) -> Result<Self> {
+        let Some(range) = input_range else {
+            return Self::new(weight, bias, DenseFormat::Int8);
+        };
+        let (n, k) = weight.dims2()?;
+        let range = range.flatten_all()?.to_vec1::<f32>()?;
+        if range.len() != k {
+            bail!("packed dense: {} input ranges for {k} inputs", range.len());
+        }
+        let mut w = weight.flatten_all()?.to_vec1::<f32>()?;
+        let scale: Vec<f32> = (0..k)
+            .map(|p| {
+                let weight_max = (0..n).fold(0f32, |m, j| m.max(w[j * k + p].abs()));
+                smoothing(range[p], weight_max)
+            })
+            .collect();
+        for row in w.chunks_exact_mut(k.max(1)) {
+            for (v, s) in row.iter_mut().zip(&scale) {
+                *v /= s;
+            }
+        }
+        let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+        let mut layer = Self::from_rows(&w, bias, k, DenseFormat::Int8);
+        if let Packed::Int8(weights) = &mut layer.packed {
+            weights.input_scale = scale;
+        }
+        Ok(layer)
     }
 
     /// The layer of weight `w` (`[N, K]` row-major, N = `bias.len()`) in f32.
@@ -230,6 +277,7 @@ impl PackedDense {
                     quads: packed,
                     scale,
                     sum,
+                    input_scale: vec![1.0; k],
                 })
             }
         };
@@ -433,12 +481,14 @@ mod tests {
         }
     }
 
-    /// Each row of `x` (`[M, K]`) put on u8 and back, as the int8 kernel reads it.
-    fn dequantized_rows(x: &Tensor) -> Tensor {
+    /// Each row of `x` (`[M, K]`), times the per-feature `input_scale`, put on u8 and back, as
+    /// the int8 kernel reads it.
+    fn dequantized_rows(x: &Tensor, input_scale: &[f32]) -> Tensor {
         let k = x.dims2().unwrap().1;
         let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         let mut out = Vec::with_capacity(v.len());
         for row in v.chunks_exact(k) {
+            let row: Vec<f32> = row.iter().zip(input_scale).map(|(v, s)| v * s).collect();
             let (min, max) = row
                 .iter()
                 .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -468,28 +518,84 @@ mod tests {
             };
             let w = randn((n, k), 0.5, &dev).unwrap();
             let b = randn(n, 1.0, &dev).unwrap();
-            let layer = PackedDense::new(&w, &b, DenseFormat::Int8).unwrap();
-            let ours = layer.forward(&x, act).unwrap();
-            assert_eq!(ours.dims(), &[m, n]);
-            if m == 0 {
-                continue;
+            // Uncalibrated, and calibrated on these rows' own ranges.
+            let range = match m {
+                0 => Tensor::ones(k, candle_core::DType::F32, &dev).unwrap(),
+                _ => x.abs().unwrap().max(0).unwrap(),
+            };
+            for input_range in [None, Some(&range)] {
+                let layer = PackedDense::int8(&w, &b, input_range).unwrap();
+                let ours = layer.forward(&x, act).unwrap();
+                assert_eq!(ours.dims(), &[m, n]);
+                if m == 0 {
+                    continue;
+                }
+                let Packed::Int8(weights) = &layer.packed else {
+                    unreachable!()
+                };
+                let s = &weights.input_scale;
+                let scaled: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+                let scaled: Vec<f32> = scaled
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v / s[i % k])
+                    .collect();
+                let (values, scales) = quantize_weights(&scaled, k);
+                let w_int8: Vec<f32> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f32 * scales[i / k])
+                    .collect();
+                let w_int8 = Tensor::from_vec(w_int8, (n, k), &dev).unwrap();
+                let exact = dense_reference(&dequantized_rows(&x, s), &w_int8, &b, act).unwrap();
+                let e = rel_err(&ours, &exact);
+                assert!(e < 1e-5, "{m}×{k}→{n}: {e} against the quantized f32 dense");
+                // 8 bits is ~1 % per value on these Gaussian rows, more after ReLU6 cuts the
+                // large outputs away; what it costs the model is measured by `eval`.
+                let e = rel_err(&ours, &dense_reference(&x, &w, &b, act).unwrap());
+                assert!(e < 0.1, "{m}×{k}→{n}: {e} against f32");
             }
-            let (values, scales) =
-                quantize_weights(&w.flatten_all().unwrap().to_vec1().unwrap(), k);
-            let w_int8: Vec<f32> = values
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v as f32 * scales[i / k])
-                .collect();
-            let w_int8 = Tensor::from_vec(w_int8, (n, k), &dev).unwrap();
-            let exact = dense_reference(&dequantized_rows(&x), &w_int8, &b, act).unwrap();
-            let e = rel_err(&ours, &exact);
-            assert!(e < 1e-5, "{m}×{k}→{n}: {e} against the quantized f32 dense");
-            // 8 bits is ~1 % per value on these Gaussian rows, more after ReLU6 cuts the large
-            // outputs away; what it costs the model is measured by `eval --precision int8`.
-            let e = rel_err(&ours, &dense_reference(&x, &w, &b, act).unwrap());
-            assert!(e < 0.1, "{m}×{k}→{n}: {e} against f32");
         }
+    }
+
+    #[test]
+    fn calibration_keeps_a_large_channel_from_costing_the_others_their_precision() {
+        if !DenseFormat::Int8.supported() {
+            eprintln!("skipping: this CPU has no AVX512-VNNI");
+            return;
+        }
+        let dev = Device::Cpu;
+        let (m, k, n) = (64, 96, 24);
+        // ReLU outputs where channel 0 runs 50 times larger than the rest, as a few
+        // depthwise channels saturating at 6 do beside many small ones.
+        let mut x: Vec<f32> = randn((m, k), 0.1, &dev)
+            .unwrap()
+            .relu()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for row in x.chunks_exact_mut(k) {
+            row[0] += 5.0;
+        }
+        let range: Vec<f32> = (0..k)
+            .map(|p| x.iter().skip(p).step_by(k).fold(0f32, |a, &v| a.max(v)))
+            .collect();
+        let x = Tensor::from_vec(x, (m, k), &dev).unwrap();
+        let range = Tensor::from_vec(range, k, &dev).unwrap();
+        let w = randn((n, k), 0.5, &dev).unwrap();
+        let b = Tensor::zeros(n, candle_core::DType::F32, &dev).unwrap();
+        let exact = dense_reference(&x, &w, &b, Act::Identity).unwrap();
+        let err = |range| {
+            let layer = PackedDense::int8(&w, &b, range).unwrap();
+            rel_err(&layer.forward(&x, Act::Identity).unwrap(), &exact)
+        };
+        let (plain, calibrated) = (err(None), err(Some(&range)));
+        assert!(
+            calibrated < plain / 2.0,
+            "calibrated {calibrated}, plain {plain}"
+        );
     }
 
     #[test]
