@@ -144,15 +144,16 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device, Precision)> {
         None => AffectModel::shipped(&device)?,
     };
     let precision = model.set_precision(args.precision)?;
-    match args.precision {
-        Precision::Bf16 | Precision::Int8 if precision != args.precision => {
-            eprintln!(
-            "{} needs MobileNetV2 or EfficientNet-Lite0 on a CPU with AVX512-{}; running in f32",
-            args.precision,
-            if args.precision == Precision::Bf16 { "BF16" } else { "VNNI" }
-        )
-        }
-        _ => {}
+    let needs = match args.precision {
+        Precision::Bf16 => "AVX512-BF16",
+        Precision::Int8 => "AVX512-VNNI",
+        Precision::Auto | Precision::F32 => "",
+    };
+    if !needs.is_empty() && precision != args.precision {
+        eprintln!(
+            "{} needs MobileNetV2 or EfficientNet-Lite0 on a CPU with {needs}; running in f32",
+            args.precision
+        );
     }
     Ok((model, device, precision))
 }

@@ -1,7 +1,8 @@
 //! The AVX-512 microkernels of [`PackedDense`]: f32 FMAs, bf16 and int8 dot products on the
 //! same 8 × 32 tiling and epilogue.
 
-use super::{row_quantization, Act, Int8Weights, Packed, PackedDense, COLS, ROWS};
+use super::int8::{row_quantization, Int8Weights};
+use super::{Act, Packed, PackedDense, COLS, ROWS};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -171,7 +172,12 @@ unsafe fn tile_int8(
     for (src, dst) in x.chunks_exact(k).zip(a.chunks_exact_mut(quads)) {
         // SAFETY: `src` and the input scales are k values and `dst` k/4 rounded up, as the
         // function requires.
-        scales.push(unsafe { to_u8_quads(src, &w.input_scale, dst) });
+        scales.push(unsafe {
+            match &w.input_scale {
+                Some(input_scale) => to_u8_quads::<true>(src, input_scale, dst),
+                None => to_u8_quads::<false>(src, &[], dst),
+            }
+        });
     }
     for (r0, group, c0, cols) in micro_tiles(rows, columns) {
         // SAFETY: rows r0..r0+group of `a` (row stride `quads`), of `scales` and of the output
@@ -188,17 +194,27 @@ unsafe fn tile_int8(
     }
 }
 
-/// `src` (k f32) times `input_scale` (k) on u8 into `dst` (k/4 rounded up quads; bytes past
-/// k are left as they are: their weights are 0); returns the row's (scale, zero point).
+/// `src` (k f32), times `input_scale` (k) where `SCALED` (calibrated layers), on u8 into `dst`
+/// (k/4 rounded up quads; bytes past k are left as they are: their weights are 0); returns
+/// the row's (scale, zero point).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL; the lengths as above.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn to_u8_quads(src: &[f32], input_scale: &[f32], dst: &mut [u32]) -> (f32, i32) {
+unsafe fn to_u8_quads<const SCALED: bool>(
+    src: &[f32],
+    input_scale: &[f32],
+    dst: &mut [u32],
+) -> (f32, i32) {
     let k = src.len();
-    assert!(dst.len() == k.div_ceil(4) && input_scale.len() == k);
-    // SAFETY (every call): the mask covers only values from i on, inside both slices.
-    let load = |i: usize, mask| unsafe { scaled_load(src, input_scale, i, mask) };
+    assert!(dst.len() == k.div_ceil(4) && (!SCALED || input_scale.len() == k));
+    // SAFETY (every call): the mask covers only values from i on, inside the slices read.
+    let load = |i: usize, mask| unsafe {
+        match SCALED {
+            true => scaled_load(src, input_scale, i, mask),
+            false => _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i)),
+        }
+    };
     // Masked-off lanes load as 0, which the range holds anyway.
     let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
