@@ -6,8 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared}
-bin=./target/release/affectcam
-cargo build --release --quiet
+# AFFECTCAM=path runs a prebuilt binary (a long study can then run beside edits and rebuilds).
+if [ -n "${AFFECTCAM:-}" ]; then
+    bin=$AFFECTCAM
+else
+    bin=./target/release/affectcam
+    cargo build --release --quiet
+fi
 data=(--data "$shared/data/ferplus" --data "$shared/data/diffusionfer")
 ours=(--label-mode probability --class-weights sqrt)
 # The first study's rows predate augmentation, schedules, weak V/A and logit adjustment (now the
@@ -75,6 +80,11 @@ for v in "${variants[@]}"; do
         # v6 were; is v6's three-cosine chain (207 min) needed, or does one run under 3 h do?
         one) run one "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --epochs 12 --weak-va 0.15 ;;
         one-bal) run one-bal "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/one/weights.safetensors \
+            --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
+        # As one, over 16 whole-network epochs (as many as v6's chain had in all): does length, not
+        # the restarts, keep the crying woman sad?
+        one16) run one16 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --epochs 16 --weak-va 0.15 ;;
+        one16-bal) run one16-bal "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/one16/weights.safetensors \
             --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
         # Box against aligned crops, both made by the live detector on every image (training and
         # test), at the cost of the last-4-blocks fine-tune.
