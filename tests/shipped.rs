@@ -102,8 +102,8 @@ fn bf16_and_int8_read_faces_as_f32_does_and_fall_back_where_they_cannot_run() {
         p.values().map(|v| v.as_f64().unwrap()).collect()
     };
     let valence = |l: &serde_json::Value| l["valence"].as_f64().unwrap();
-    // int8 is the coarser (opt-in; 1.3 points of FER+ accuracy): this face's valence moves
-    // by ~0.05 under it.
+    // int8 is the coarser (calibrated, FER+ accuracy as f32's): this face's valence moves by
+    // a few hundredths under it.
     for (precision, bound) in [("bf16", 0.05), ("int8", 0.1)] {
         // Capped below AVX-512, neither can run: said in one line, and the result is f32's on
         // the same kernels (f32 on AVX-512 sums in another order: equal to ~1e-7, not bit for

@@ -381,6 +381,12 @@ impl InvertedResidualNet {
         self.last.set_packing(inference)
     }
 
+    /// Whether every projection has a calibrated input range (see [`INPUT_RANGE`]): what int8
+    /// needs to keep f32's accuracy.
+    pub fn is_calibrated(&self) -> bool {
+        self.blocks.iter().all(|b| b.project.input_range.is_some())
+    }
+
     /// Per block, the checkpoint name of its projection's input range and the largest value
     /// each input channel (the depthwise conv's ReLU6 outputs) reaches on `image` `[C]`, for
     /// int8 calibration. Runs the blocks unfused, in whatever format their 1×1 convs are in.
