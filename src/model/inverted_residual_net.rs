@@ -179,6 +179,7 @@ impl ConvParams {
             weight: &self.weight,
             bias: &self.bias,
             packed: self.packed.as_ref(),
+            input_range: self.input_range.as_ref(),
         }
     }
 
@@ -273,7 +274,7 @@ impl InvertedResidual {
         // The fused op pads as Keras does: a "SAME" block only uses it where that is the same.
         let keras_padded = self.padding == Padding::Keras || window.is_keras_3x3(h, w);
         if let Some(fused) = self.fused.as_ref().filter(|_| keras_padded) {
-            if fused.band_rows(x.dims()).is_some() {
+            if fused.splits_well(x.dims()) {
                 return fused.forward(x);
             }
         }

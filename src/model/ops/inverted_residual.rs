@@ -1,20 +1,28 @@
 //! MobileNetV2's inverted-residual block for inference as one op: expand 1×1 (ReLU6) →
-//! depthwise 3×3 (ReLU6) → project 1×1 (+ the residual), computed band of output rows by band
-//! of output rows. The expanded activations, six times the block's channels, then live in a
-//! band-sized buffer in cache instead of going through memory three times (at batch 32 the
-//! first expanded layer alone is 50 MB), and the block is one parallel region instead of four.
+//! depthwise 3×3 (ReLU6) → project 1×1 (+ the residual), in one parallel region instead of
+//! four. Large layers are computed band of output rows by band of output rows: the expanded
+//! activations, six times the block's channels, then live in a band-sized buffer in cache
+//! instead of going through memory three times (at batch 32 the first expanded layer alone is
+//! 50 MB). Layers too small to split by rows (8×8 and 4×4 of one image) are split by hidden
+//! channel instead: each thread expands, convolves and projects its share of the channels, and
+//! the shares' projections are summed.
 //! The 1×1 convs run on [`PackedDense`]'s kernels (f32, bf16 or int8), or on gemm in f32 where the
 //! CPU has no AVX-512.
 
 use super::dense::dense_rows_into;
 use super::depthwise::dw_forward_row_of;
-use super::{dims4, inputs, par_output, Act, Conv3x3, Geometry, PackedDense};
+use super::{dims4, inputs, output, par_output, Act, Conv3x3, DenseFormat, Geometry, PackedDense};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Largest expanded band, in bytes, before bands are made shorter: about half a core's L2.
 const BAND_BYTES: usize = 512 * 1024;
+
+/// Channel shares start at multiples of this: whole column groups of the packed kernels.
+const SHARE_ALIGN: usize = 32;
 
 /// A 1×1 conv's weights, held by the fused block.
 #[derive(Debug, Clone)]
@@ -36,6 +44,37 @@ impl Pointwise {
         })
     }
 
+    /// The part of `conv` from its `inputs` to its `outputs`, in `conv`'s format; its bias is
+    /// zero unless `with_bias` (a projection's channel shares are summed: one carries the bias).
+    fn part(
+        conv: &Conv1x1,
+        outputs: Range<usize>,
+        inputs: Range<usize>,
+        with_bias: bool,
+    ) -> Result<Self> {
+        let weight = conv
+            .weight
+            .narrow(0, outputs.start, outputs.len())?
+            .narrow(1, inputs.start, inputs.len())?
+            .contiguous()?;
+        let bias = conv.bias.narrow(0, outputs.start, outputs.len())?;
+        let bias = if with_bias { bias } else { bias.zeros_like()? };
+        let range = conv
+            .input_range
+            .map(|r| r.narrow(0, inputs.start, inputs.len()))
+            .transpose()?;
+        Ok(match conv.packed.map(|p| p.format()) {
+            Some(DenseFormat::Int8) => {
+                Pointwise::Packed(Arc::new(PackedDense::int8(&weight, &bias, range.as_ref())?))
+            }
+            Some(format) => Pointwise::Packed(Arc::new(PackedDense::new(&weight, &bias, format)?)),
+            None => Pointwise::F32 {
+                weight: weight.flatten_all()?.to_vec1()?,
+                bias: bias.to_vec1()?,
+            },
+        })
+    }
+
     /// `act(x · Wᵀ + b)` of the rows `x` (`rows × k`) into `out` (`rows × n`), on this thread.
     fn rows_into<'a>(&self, x: &[f32], out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
         match self {
@@ -43,6 +82,16 @@ impl Pointwise {
             Pointwise::F32 { weight, bias } => dense_rows_into(x, weight, bias, out, act),
         }
     }
+}
+
+/// One thread's share of a block's hidden channels: the expand's outputs, the depthwise
+/// channels and the projection's inputs for those channels.
+#[derive(Debug, Clone)]
+struct ChannelShare {
+    expand: Pointwise,
+    depthwise_weight: Vec<f32>,
+    depthwise_bias: Vec<f32>,
+    project: Pointwise,
 }
 
 /// An inverted-residual block's parameters for inference (copies, packed at construction).
@@ -56,14 +105,18 @@ pub struct InvertedResidualBlock {
     depthwise_weight: Vec<f32>,
     depthwise_bias: Vec<f32>,
     project: Pointwise,
+    /// The hidden channels split one share per thread (empty with one thread, or no expand).
+    shares: Vec<ChannelShare>,
 }
 
-/// A 1×1 conv of a block: weight `[N, K]` and bias `[N]` as `ops::dense` takes them, and the
-/// same packed for a [`PackedDense`] kernel where the CPU runs one (shared, not packed again).
+/// A 1×1 conv of a block: weight `[N, K]` and bias `[N]` as `ops::dense` takes them, the
+/// same packed for a [`PackedDense`] kernel where the CPU runs one (shared, not packed again),
+/// and the calibrated input range the int8 packing smooths with, where there is one.
 pub struct Conv1x1<'a> {
     pub weight: &'a Tensor,
     pub bias: &'a Tensor,
     pub packed: Option<&'a Arc<PackedDense>>,
+    pub input_range: Option<&'a Tensor>,
 }
 
 /// One block's parameters, in the layouts of `ops::dense` and `ops::depthwise3x3`.
@@ -77,8 +130,18 @@ pub struct BlockTensors<'a> {
     pub stride: usize,
 }
 
+/// How the fused op splits its work over the threads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Split {
+    /// Bands of this many output rows.
+    Bands(usize),
+    /// Each thread a [`ChannelShare`] of every image.
+    Channels,
+}
+
 impl InvertedResidualBlock {
-    /// Copies the block's f32 weights (the packed 1×1 convs are shared instead).
+    /// Copies the block's f32 weights (the packed 1×1 convs are shared instead), and splits
+    /// them into one channel share per thread of the current pool.
     pub fn new(t: BlockTensors) -> Result<Self> {
         let (cout, hidden) = t.project.weight.dims2()?;
         let cin = match &t.expand {
@@ -93,6 +156,28 @@ impl InvertedResidualBlock {
                 t.depthwise.0.shape()
             );
         }
+        let shares = match &t.expand {
+            Some(expand) => share_ranges(hidden, rayon::current_num_threads())
+                .into_iter()
+                .map(|channels| {
+                    Ok(ChannelShare {
+                        expand: Pointwise::part(expand, channels.clone(), 0..cin, true)?,
+                        depthwise_weight: (0..9)
+                            .flat_map(|tap| &depthwise_weight[tap * hidden..][channels.clone()])
+                            .copied()
+                            .collect(),
+                        depthwise_bias: depthwise_bias[channels.clone()].to_vec(),
+                        project: Pointwise::part(
+                            &t.project,
+                            0..cout,
+                            channels.clone(),
+                            channels.start == 0,
+                        )?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
         Ok(Self {
             cin,
             hidden,
@@ -102,6 +187,7 @@ impl InvertedResidualBlock {
             depthwise_weight,
             depthwise_bias,
             project: Pointwise::new(&t.project)?,
+            shares,
         })
     }
 
@@ -110,29 +196,126 @@ impl InvertedResidualBlock {
     }
 
     /// x `[N, H, W, cin]` → `[N, Ho, Wo, cout]` (any x: bands of one row if need be; the
-    /// model asks [`Self::band_rows`] first).
+    /// model asks [`Self::splits_well`] first).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(self)
     }
 
-    /// Output rows per band for input `x` `[N, H, W, cin]`, or `None` when the block is better
-    /// run as its three ops: bands are a divisor of `ho` (never straddling two images), keep
-    /// the expanded band under [`BAND_BYTES`], give every thread a band, and are whole images
-    /// or at least 8 input rows tall (the one or two rows a band shares with the next are
-    /// expanded by both: at most 25 % more work). Small layers of a single image fail this,
-    /// and run as three ops that each split their own work over the threads.
-    pub fn band_rows(&self, dims: &[usize]) -> Option<usize> {
+    /// Whether the op splits input `x` `[N, H, W, cin]` well over the threads; where it does
+    /// not, the block is better run as its three ops, which each split their own work.
+    pub fn splits_well(&self, dims: &[usize]) -> bool {
+        self.split(dims).is_some()
+    }
+
+    /// Bands where they are a divisor of `ho` (never straddling two images), keep the
+    /// expanded band under [`BAND_BYTES`], give every thread a band, and are whole images or
+    /// at least 8 input rows tall (the one or two rows a band shares with the next are
+    /// expanded by both: at most 25 % more work). Small layers of a single image fail this and
+    /// are split by channel where every share's expanded images fit in [`BAND_BYTES`].
+    fn split(&self, dims: &[usize]) -> Option<Split> {
         let &[n, h, w, _] = dims else { return None };
         let g = Geometry::new(self.conv, (n, h, w, self.hidden));
         let threads = rayon::current_num_threads().max(1);
         let band_bytes = |b: usize| ((b - 1) * g.stride + 3) * g.w * self.hidden * 4;
-        (1..=g.ho).rev().find(|&b| {
+        let bands = (1..=g.ho).rev().find(|&b| {
             g.ho.is_multiple_of(b)
                 && band_bytes(b) <= BAND_BYTES
                 && n * (g.ho / b) >= threads
                 && (b == g.ho || b * g.stride >= 8)
+        });
+        let widest_share = self.shares.iter().map(|s| s.depthwise_bias.len()).max();
+        bands.map(Split::Bands).or_else(|| {
+            widest_share
+                .filter(|&c| self.shares.len() >= 2 && n * h * w * c * 4 <= BAND_BYTES)
+                .map(|_| Split::Channels)
         })
     }
+
+    /// The block by channel shares: each share's projection of every image, summed.
+    fn forward_by_channel(&self, x: &[f32], (n, h, w): (usize, usize, usize)) -> Vec<f32> {
+        let parts: Vec<Vec<f32>> = self
+            .shares
+            .par_iter()
+            .map(|share| {
+                let c = share.depthwise_bias.len();
+                let g = Geometry::new(self.conv, (n, h, w, c));
+                let mut expanded = Vec::with_capacity(n * h * w * c);
+                let expanded = share.expand.rows_into(
+                    x,
+                    &mut expanded.spare_capacity_mut()[..n * h * w * c],
+                    Act::Relu6,
+                );
+                let image_out = g.ho * g.wo * c;
+                let mut depthwise = Vec::with_capacity(n * image_out);
+                let spare = &mut depthwise.spare_capacity_mut()[..n * image_out];
+                for (image, out) in spare.chunks_exact_mut(image_out).enumerate() {
+                    let input = &expanded[image * h * w * c..][..h * w * c];
+                    depthwise_rows(
+                        input,
+                        0,
+                        0,
+                        &g,
+                        (&share.depthwise_weight, &share.depthwise_bias),
+                        out,
+                    );
+                }
+                // SAFETY: every image's output rows were written just above.
+                let depthwise = unsafe { spare.assume_init_mut() };
+                let len = n * g.ho * g.wo * self.cout;
+                output(len, |out| {
+                    share.project.rows_into(depthwise, out, Act::Identity)
+                })
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut out = parts.next().unwrap_or_default();
+        for part in parts {
+            for (o, v) in out.iter_mut().zip(part) {
+                *o += v;
+            }
+        }
+        if self.residual() {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o += v;
+            }
+        }
+        out
+    }
+}
+
+/// The depthwise conv's (ReLU6) output rows `y0..` of one image into `out` (whole rows of
+/// `wo × c`), from `expanded`, the image's input rows `first..` (`w × c` each; as many as the
+/// rows' taps read), with weights `[3, 3, c]` and bias `[c]`.
+fn depthwise_rows(
+    expanded: &[f32],
+    first: usize,
+    y0: usize,
+    g: &Geometry,
+    (weight, bias): (&[f32], &[f32]),
+    out: &mut [MaybeUninit<f32>],
+) {
+    let row_len = g.w * g.c;
+    for (yl, out_row) in out.chunks_exact_mut(g.wo * g.c).enumerate() {
+        let rows = std::array::from_fn(|kh| {
+            let ih = g.input_at(y0 + yl, kh, g.h)?;
+            Some(&expanded[(ih - first) * row_len..][..row_len])
+        });
+        dw_forward_row_of(rows, weight, bias, g, out_row, Act::Relu6);
+    }
+}
+
+/// Boundaries of `threads` shares of `channels`, at multiples of [`SHARE_ALIGN`] (fewer
+/// shares where the channels are too few); one share for one thread.
+fn share_ranges(channels: usize, threads: usize) -> Vec<Range<usize>> {
+    let bound = |i: usize| (channels * i / threads.max(1)) / SHARE_ALIGN * SHARE_ALIGN;
+    let mut starts: Vec<usize> = (0..threads.max(1)).map(bound).collect();
+    starts.dedup();
+    starts.push(channels);
+    starts
+        .windows(2)
+        .map(|s| s[0]..s[1])
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 impl CustomOp1 for InvertedResidualBlock {
@@ -155,7 +338,16 @@ impl CustomOp1 for InvertedResidualBlock {
         if n * g.ho * g.wo * cout == 0 {
             return Ok((CpuStorage::F32(Vec::new()), shape));
         }
-        let band = self.band_rows(xl.dims()).unwrap_or(1);
+        let band = match self.split(xl.dims()) {
+            Some(Split::Channels) => {
+                return Ok((
+                    CpuStorage::F32(self.forward_by_channel(x, (n, h, w))),
+                    shape,
+                ))
+            }
+            Some(Split::Bands(rows)) => rows,
+            None => 1,
+        };
         let out = par_output(n * g.ho * g.wo * cout, band * g.wo * cout, |i, piece| {
             let (image, y0) = ((i * band) / g.ho, (i * band) % g.ho);
             // The input rows the band's taps read, expanded (or the input itself).
@@ -171,23 +363,10 @@ impl CustomOp1 for InvertedResidualBlock {
                 }
                 None => x_rows,
             };
-            let row_len = w * hidden;
             let mut depthwise = Vec::with_capacity(band * g.wo * hidden);
             let spare = &mut depthwise.spare_capacity_mut()[..band * g.wo * hidden];
-            for (yl, out_row) in spare.chunks_exact_mut(g.wo * hidden).enumerate() {
-                let rows = std::array::from_fn(|kh| {
-                    let ih = g.input_at(y0 + yl, kh, h)?;
-                    Some(&expanded[(ih - first) * row_len..][..row_len])
-                });
-                dw_forward_row_of(
-                    rows,
-                    &self.depthwise_weight,
-                    &self.depthwise_bias,
-                    &g,
-                    out_row,
-                    Act::Relu6,
-                );
-            }
+            let weights = (&self.depthwise_weight[..], &self.depthwise_bias[..]);
+            depthwise_rows(expanded, first, y0, &g, weights, spare);
             // SAFETY: every output row of the band was written just above.
             let depthwise = unsafe { spare.assume_init_mut() };
             let out = self.project.rows_into(depthwise, piece, Act::Identity);
@@ -202,7 +381,6 @@ impl CustomOp1 for InvertedResidualBlock {
         Ok((CpuStorage::F32(out), shape))
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,35 +388,60 @@ mod tests {
     use crate::model::ops::{dense, depthwise3x3, DenseFormat};
     use candle_core::Device;
 
-    /// The block as three ops (the training path).
-    fn unfused(x: &Tensor, t: &BlockTensors) -> Tensor {
-        let h = match &t.expand {
-            Some(e) => dense(x, e.weight, e.bias, Act::Relu6).unwrap(),
+    /// The block as three ops (the training path), and the projection's input.
+    fn unfused(
+        x: &Tensor,
+        expand: Option<&(Tensor, Tensor)>,
+        depthwise: &(Tensor, Tensor),
+        project: &(Tensor, Tensor),
+        stride: usize,
+    ) -> (Tensor, Tensor) {
+        let h = match expand {
+            Some((w, b)) => dense(x, w, b, Act::Relu6).unwrap(),
             None => x.clone(),
         };
-        let conv = Conv3x3 { stride: t.stride };
-        let h = depthwise3x3(&h, t.depthwise.0, t.depthwise.1, conv, Act::Relu6).unwrap();
-        let y = dense(&h, t.project.weight, t.project.bias, Act::Identity).unwrap();
+        let conv = Conv3x3 { stride };
+        let h = depthwise3x3(&h, &depthwise.0, &depthwise.1, conv, Act::Relu6).unwrap();
+        let y = dense(&h, &project.0, &project.1, Act::Identity).unwrap();
         let (cin, cout) = (x.dims4().unwrap().3, y.dims4().unwrap().3);
-        if t.stride == 1 && cin == cout {
+        let y = if stride == 1 && cin == cout {
             (y + x).unwrap()
         } else {
             y
-        }
+        };
+        (y, h)
+    }
+
+    #[test]
+    fn shares_are_aligned_and_cover_the_channels() {
+        assert_eq!(share_ranges(576, 2), [0..288, 288..576]);
+        assert_eq!(share_ranges(384, 3), [0..128, 128..256, 256..384]);
+        assert_eq!(share_ranges(48, 2), vec![(0..48)]);
+        assert_eq!(share_ranges(21, 2), vec![(0..21)]);
+        assert_eq!(share_ranges(96, 1), vec![(0..96)]);
     }
 
     #[test]
     fn fused_block_matches_the_three_ops() {
         let dev = Device::Cpu;
-        for (n, h, w, cin, t, cout, stride) in [
-            (1, 8, 8, 16, 6, 16, 1),
-            (2, 9, 7, 8, 6, 12, 2),
-            (1, 16, 16, 32, 1, 16, 1),
-            (3, 4, 4, 24, 6, 24, 1),
-            (1, 1, 1, 8, 6, 8, 1),
-            (2, 64, 64, 16, 6, 24, 2),
-            (1, 5, 6, 7, 3, 7, 1),
+        // (input, expansion, cout, stride, threads, how the op splits it)
+        for (n, h, w, cin, t, cout, stride, threads, split) in [
+            (1, 8, 8, 16, 6, 16, 1, 2, Some(Split::Channels)),
+            (1, 8, 8, 16, 6, 16, 1, 1, Some(Split::Bands(8))),
+            (2, 9, 7, 8, 6, 12, 2, 2, Some(Split::Bands(5))),
+            (1, 16, 16, 32, 1, 16, 1, 2, Some(Split::Bands(8))),
+            (3, 4, 4, 24, 6, 24, 1, 2, Some(Split::Bands(4))),
+            (1, 4, 4, 24, 6, 32, 1, 3, Some(Split::Channels)),
+            (1, 8, 8, 16, 6, 24, 2, 2, Some(Split::Channels)),
+            (1, 1, 1, 8, 6, 8, 1, 2, None),
+            (1, 1, 1, 16, 6, 16, 1, 2, Some(Split::Channels)),
+            (2, 64, 64, 16, 6, 24, 2, 2, Some(Split::Bands(8))),
+            (1, 5, 6, 7, 3, 7, 1, 2, None),
         ] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             let hidden = cin * t;
             let expand = (t != 1).then(|| {
                 (
@@ -254,49 +457,65 @@ mod tests {
                 randn((cout, hidden), 0.5, &dev).unwrap(),
                 randn(cout, 0.5, &dev).unwrap(),
             );
-            let pack = |(w, b): &(Tensor, Tensor), format| {
-                Arc::new(PackedDense::new(w, b, format).unwrap())
-            };
             let x = randn((n, h, w, cin), 1.0, &dev).unwrap();
+            let (reference, projected) = unfused(&x, expand.as_ref(), &depthwise, &project, stride);
+            // The projection calibrated on its inputs here (int8 smooths with the range).
+            let range = projected
+                .abs()
+                .unwrap()
+                .flatten_to(2)
+                .unwrap()
+                .max(0)
+                .unwrap();
             // gemm (no packing) and each packed format this CPU runs, against the three ops.
             let formats = [DenseFormat::F32, DenseFormat::Bf16, DenseFormat::Int8]
                 .map(|f| Some(f).filter(|f| f.supported()));
-            let mut reference = None;
             for format in [None]
                 .into_iter()
                 .chain(formats.into_iter().flatten().map(Some))
             {
-                let packed =
-                    format.map(|f| (expand.as_ref().map(|e| pack(e, f)), pack(&project, f)));
+                let pack = |(w, b): &(Tensor, Tensor), range: Option<&Tensor>| {
+                    let f = format?;
+                    Some(Arc::new(match f {
+                        DenseFormat::Int8 => PackedDense::int8(w, b, range).unwrap(),
+                        _ => PackedDense::new(w, b, f).unwrap(),
+                    }))
+                };
+                let packed = (
+                    expand.as_ref().and_then(|e| pack(e, None)),
+                    pack(&project, Some(&range)),
+                );
                 let tensors = BlockTensors {
                     expand: expand.as_ref().map(|(weight, bias)| Conv1x1 {
                         weight,
                         bias,
-                        packed: packed.as_ref().and_then(|p| p.0.as_ref()),
+                        packed: packed.0.as_ref(),
+                        input_range: None,
                     }),
                     depthwise: (&depthwise.0, &depthwise.1),
                     project: Conv1x1 {
                         weight: &project.0,
                         bias: &project.1,
-                        packed: packed.as_ref().map(|p| &p.1),
+                        packed: packed.1.as_ref(),
+                        input_range: Some(&range),
                     },
                     stride,
                 };
-                let reference = reference.get_or_insert_with(|| unfused(&x, &tensors));
-                let ours = InvertedResidualBlock::new(tensors)
-                    .unwrap()
-                    .forward(&x)
-                    .unwrap();
+                let (ours, chosen) = pool.install(|| {
+                    let block = InvertedResidualBlock::new(tensors).unwrap();
+                    (block.forward(&x).unwrap(), block.split(x.dims()))
+                });
+                let case = format!(
+                    "{format:?} {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}, {threads} threads"
+                );
+                assert_eq!(chosen, split, "{case}");
                 assert_eq!(ours.dims(), reference.dims());
-                let e = rel_err(&ours, reference);
+                let e = rel_err(&ours, &reference);
                 let bound = match format {
                     Some(DenseFormat::Bf16 | DenseFormat::Int8) => 5e-2,
                     _ => 1e-5,
                 };
-                assert!(
-                    e < bound,
-                    "{format:?} {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}: {e}"
-                );
+                assert!(e < bound, "{case}: {e}");
             }
         }
     }

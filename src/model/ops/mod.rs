@@ -361,19 +361,37 @@ fn par_output(
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(row.max(1))
         .enumerate()
-        .for_each(|(i, piece)| {
-            let (start, piece_len) = (piece.as_ptr().cast::<f32>(), piece.len());
-            let done = init(i, piece);
-            assert!(
-                std::ptr::eq(done.as_ptr(), start) && done.len() == piece_len,
-                "output piece {i} not handed back written"
-            );
-        });
+        .for_each(|(i, piece)| write_piece(piece, |piece| init(i, piece)));
     // SAFETY: every piece of the first `len` elements came back as a `&mut [f32]` over exactly
     // its own memory (asserted), and such a reference cannot exist before its memory is
     // initialised: safe code only gets one by writing the `MaybeUninit` values.
     unsafe { out.set_len(len) };
     out
+}
+
+/// [`par_output`] on this thread, in one piece.
+fn output(
+    len: usize,
+    init: impl for<'r> FnOnce(&'r mut [MaybeUninit<f32>]) -> &'r mut [f32],
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    write_piece(&mut out.spare_capacity_mut()[..len], init);
+    // SAFETY: as in `par_output`: the piece came back written, over exactly its own memory.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Runs `init` on `piece`, asserting that it hands back the whole piece written.
+fn write_piece(
+    piece: &mut [MaybeUninit<f32>],
+    init: impl for<'r> FnOnce(&'r mut [MaybeUninit<f32>]) -> &'r mut [f32],
+) {
+    let (start, piece_len) = (piece.as_ptr().cast::<f32>(), piece.len());
+    let done = init(piece);
+    assert!(
+        std::ptr::eq(done.as_ptr(), start) && done.len() == piece_len,
+        "output piece not handed back written"
+    );
 }
 
 /// `out` with every element set to `value`.
