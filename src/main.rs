@@ -144,6 +144,7 @@ fn load_model(args: &ModelArgs) -> Result<(AffectModel, Device, Precision)> {
         None => AffectModel::shipped(&device)?,
     };
     let precision = model.set_precision(args.precision)?;
+    model.mirror_average = args.mirror_average;
     let needs = match args.precision {
         Precision::Bf16 => "AVX512-BF16",
         Precision::Int8 => "AVX512-VNNI",

@@ -59,6 +59,10 @@ pub struct ModelArgs {
     /// Number format of the model's 1×1 convs (the bulk of its work) on the CPU.
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
+    /// Classify each face as given only, not also its mirror image (the default averages the
+    /// two: +1.1 points of accuracy on FER+ Test and Valid, at twice the model's work).
+    #[arg(long = "no-mirror-average", action = clap::ArgAction::SetFalse)]
+    pub mirror_average: bool,
 }
 
 /// Options shared by `live` and `annotate`: detection cadence and per-run outputs.
