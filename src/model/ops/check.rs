@@ -126,7 +126,7 @@ pub fn compare(
 pub const DEPTHWISE_CASES: [(usize, usize, usize, usize, usize, Act); 7] = [
     (1, 2, 7, 6, 5, Act::Relu6),
     (2, 2, 8, 8, 5, Act::Relu6),
-    (2, 2, 7, 9, 5, Act::Identity),
+    (2, 2, 7, 9, 37, Act::Identity),
     (1, 1, 1, 1, 3, Act::Identity),
     (1, 4, 16, 16, 96, Act::Relu6),
     (2, 4, 16, 16, 144, Act::Relu6),
