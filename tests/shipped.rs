@@ -61,8 +61,8 @@ fn shipped_metadata_matches_the_model_card() {
     assert_eq!(pre.color, affectcam::model::preprocess::ColorMode::Gray);
     assert_eq!(pre.crop_margin, 0.0);
     assert_eq!(pre.crop, affectcam::model::preprocess::CropMode::Box);
-    // v4, v6 and v8: the head retrained with class-balanced sampling on a frozen trunk.
-    for setting in ["\"finetune_blocks\":0", "\"sampling\":\"balanced\""] {
+    // v9: the whole network trained on class-balanced draws (v4, v6 and v8: the head only).
+    for setting in ["\"finetune_blocks\":null", "\"sampling\":\"balanced\""] {
         assert!(
             model.meta.recipe.contains(setting),
             "{setting}: {}",

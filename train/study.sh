@@ -78,11 +78,16 @@ for v in "${variants[@]}"; do
         # Seventh: v6's weights (v5's trunk, the balanced head) trained 4 more epochs on a fourth,
         # lower warm-up + cosine (v5's validation loss was still falling at its last epoch; the
         # run of 2026-12-03 started from the shipped v6 file, the same weights), then, eighth,
-        # the head retrained on class-balanced draws as v4 and v6 were: the shipped weights.
+        # the head retrained on class-balanced draws as v4 and v6 were.
         v7) run v7 "" "${data3[@]}" --finetune-blocks all "${ours[@]}" --init runs/study/v6/weights.safetensors \
             --epochs 4 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
         v8) run v8 "" "${data3[@]}" --finetune-blocks 0 --label-mode probability --init runs/study/v7/weights.safetensors \
             --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 --warmup-steps 50 --weak-va 0.15 ;;
+        # Ninth: v8's weights, the whole network 3 more epochs on class-balanced draws (no class
+        # weights; v4, v6 and v8 balanced the head only): the shipped weights. (Run on
+        # 2026-12-03 as runs/study/v8-bal-all, renamed v9.)
+        v9) run v9 "" "${data3[@]}" --finetune-blocks all --label-mode probability --sampling balanced --no-class-weights \
+            --init runs/study/v8/weights.safetensors --epochs 3 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
         # One schedule instead of v2 → v5's three: ImageNet to 12 whole-network epochs on one warm-up
         # + cosine (v3's weak V/A 0.15), then the head retrained on class-balanced draws as v4 and
         # v6 were; is v6's three-cosine chain (207 min) needed, or does one run under 3 h do?
