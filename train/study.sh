@@ -88,6 +88,9 @@ for v in "${variants[@]}"; do
         # 2026-12-03 as runs/study/v8-bal-all, renamed v9.)
         v9) run v9 "" "${data3[@]}" --finetune-blocks all --label-mode probability --sampling balanced --no-class-weights \
             --init runs/study/v8/weights.safetensors --epochs 3 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
+        # Tenth (not shipped): the same again from v9's weights.
+        v10) run v10 "" "${data3[@]}" --finetune-blocks all --label-mode probability --sampling balanced --no-class-weights \
+            --init runs/study/v9/weights.safetensors --epochs 3 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
         # One schedule instead of v2 → v5's three: ImageNet to 12 whole-network epochs on one warm-up
         # + cosine (v3's weak V/A 0.15), then the head retrained on class-balanced draws as v4 and
         # v6 were; is v6's three-cosine chain (207 min) needed, or does one run under 3 h do?
