@@ -6,83 +6,26 @@
 //! 50 MB). Layers too small to split by rows (8×8 and 4×4 of one image) are split by hidden
 //! channel instead: each thread expands, convolves and projects its share of the channels, and
 //! the shares' projections are summed.
-//! The 1×1 convs run on [`PackedDense`]'s kernels (f32, bf16 or int8), or on gemm in f32 where the
+//! The 1×1 convs run on [`PackedDense`](super::PackedDense)'s kernels (f32, bf16 or int8), or on gemm in f32 where the
 //! CPU has no AVX-512.
 
-use super::dense::dense_rows_into;
+mod pointwise;
+
 use super::depthwise::dw_forward_row_of;
-use super::{dims4, inputs, output, par_output, Act, Conv3x3, DenseFormat, Geometry, PackedDense};
+use super::{dims4, inputs, output, par_output, Act, Conv3x3, Geometry};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::Arc;
+
+pub use pointwise::Conv1x1;
+use pointwise::Pointwise;
 
 /// Largest expanded band, in bytes, before bands are made shorter: about half a core's L2.
 const BAND_BYTES: usize = 512 * 1024;
 
 /// Channel shares start at multiples of this: whole column groups of the packed kernels.
 const SHARE_ALIGN: usize = 32;
-
-/// A 1×1 conv's weights, held by the fused block.
-#[derive(Debug, Clone)]
-enum Pointwise {
-    /// `[N, K]` weight and `[N]` bias, multiplied by gemm.
-    F32 { weight: Vec<f32>, bias: Vec<f32> },
-    /// Packed for one of [`PackedDense`]'s kernels.
-    Packed(Arc<PackedDense>),
-}
-
-impl Pointwise {
-    fn new(conv: &Conv1x1) -> Result<Self> {
-        Ok(match conv.packed {
-            Some(packed) => Pointwise::Packed(packed.clone()),
-            None => Pointwise::F32 {
-                weight: conv.weight.flatten_all()?.to_vec1()?,
-                bias: conv.bias.flatten_all()?.to_vec1()?,
-            },
-        })
-    }
-
-    /// The part of `conv` from its `inputs` to its `outputs`, in `conv`'s format; its bias is
-    /// zero unless `with_bias` (a projection's channel shares are summed: one carries the bias).
-    fn part(
-        conv: &Conv1x1,
-        outputs: Range<usize>,
-        inputs: Range<usize>,
-        with_bias: bool,
-    ) -> Result<Self> {
-        let weight = conv
-            .weight
-            .narrow(0, outputs.start, outputs.len())?
-            .narrow(1, inputs.start, inputs.len())?
-            .contiguous()?;
-        let bias = conv.bias.narrow(0, outputs.start, outputs.len())?;
-        let bias = if with_bias { bias } else { bias.zeros_like()? };
-        let range = conv
-            .input_range
-            .map(|r| r.narrow(0, inputs.start, inputs.len()))
-            .transpose()?;
-        Ok(match conv.packed.map(|p| p.format()) {
-            Some(DenseFormat::Int8) => {
-                Pointwise::Packed(Arc::new(PackedDense::int8(&weight, &bias, range.as_ref())?))
-            }
-            Some(format) => Pointwise::Packed(Arc::new(PackedDense::new(&weight, &bias, format)?)),
-            None => Pointwise::F32 {
-                weight: weight.flatten_all()?.to_vec1()?,
-                bias: bias.to_vec1()?,
-            },
-        })
-    }
-
-    /// `act(x · Wᵀ + b)` of the rows `x` (`rows × k`) into `out` (`rows × n`), on this thread.
-    fn rows_into<'a>(&self, x: &[f32], out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
-        match self {
-            Pointwise::Packed(layer) => layer.rows_into(x, out, act),
-            Pointwise::F32 { weight, bias } => dense_rows_into(x, weight, bias, out, act),
-        }
-    }
-}
 
 /// One thread's share of a block's hidden channels: the expand's outputs, the depthwise
 /// channels and the projection's inputs for those channels.
@@ -107,16 +50,6 @@ pub struct InvertedResidualBlock {
     project: Pointwise,
     /// The hidden channels split one share per thread (empty with one thread, or no expand).
     shares: Vec<ChannelShare>,
-}
-
-/// A 1×1 conv of a block: weight `[N, K]` and bias `[N]` as `ops::dense` takes them, the
-/// same packed for a [`PackedDense`] kernel where the CPU runs one (shared, not packed again),
-/// and the calibrated input range the int8 packing smooths with, where there is one.
-pub struct Conv1x1<'a> {
-    pub weight: &'a Tensor,
-    pub bias: &'a Tensor,
-    pub packed: Option<&'a Arc<PackedDense>>,
-    pub input_range: Option<&'a Tensor>,
 }
 
 /// One block's parameters, in the layouts of `ops::dense` and `ops::depthwise3x3`.
@@ -385,8 +318,9 @@ impl CustomOp1 for InvertedResidualBlock {
 mod tests {
     use super::*;
     use crate::model::ops::testing::{randn, rel_err};
-    use crate::model::ops::{dense, depthwise3x3, DenseFormat};
+    use crate::model::ops::{dense, depthwise3x3, DenseFormat, PackedDense};
     use candle_core::Device;
+    use std::sync::Arc;
 
     /// The block as three ops (the training path), and the projection's input.
     fn unfused(
