@@ -75,7 +75,7 @@ pub fn dataset_csv(data: &[u8]) {
             format: Some(format),
             label_mode: LabelMode::Probability,
             skip_bad,
-            seed: 0,
+            split_seed: 0,
             detect: false,
         };
         let _ = data::load(&path, &opts);

@@ -114,6 +114,10 @@ for v in "${variants[@]}"; do
         bal-weights-logit) run bal-weights-logit "" "${bal[@]}" --class-weights sqrt ;;
         # Backbones: EfficientNet-Lite0 from its ImageNet weights on bal-weights-logit's recipe.
         lite0-last4) run lite0-last4 "--precision f32" "${bal[@]}" --class-weights sqrt --arch efficientnet-lite0 ;;
+        # EfficientNet-Lite0 through one's schedule (the whole network, 12 epochs from ImageNet):
+        # do its stronger ImageNet features pay once every block learns?
+        lite0-one) run lite0-one "--precision f32" "${data3[@]}" --arch efficientnet-lite0 --finetune-blocks all "${ours[@]}" \
+            --epochs 12 --weak-va 0.15 ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
 done

@@ -161,7 +161,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
     let sheet = sheet_of(path)?;
     let mut skipped = Vec::new();
     let samples = read_sheet(&sheet, opts, &mut skipped)?;
-    Ok(stratified_split(samples, opts.seed, skipped))
+    Ok(stratified_split(samples, opts.split_seed, skipped))
 }
 
 #[cfg(test)]
@@ -175,7 +175,7 @@ mod tests {
             detect: false,
             label_mode: LabelMode::Majority,
             skip_bad,
-            seed: 0,
+            split_seed: 0,
         }
     }
 

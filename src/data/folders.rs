@@ -78,5 +78,5 @@ pub fn load(root: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
             });
         }
     }
-    Ok(stratified_split(samples, opts.seed, skipped))
+    Ok(stratified_split(samples, opts.split_seed, skipped))
 }

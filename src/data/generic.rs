@@ -97,7 +97,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Splits, DataError> {
             Err(reason) => opts.bad_row(sheet, line, reason, &mut skipped)?,
         }
     }
-    Ok(stratified_split(samples, opts.seed, skipped))
+    Ok(stratified_split(samples, opts.split_seed, skipped))
 }
 
 #[cfg(test)]
@@ -120,7 +120,7 @@ mod tests {
             detect: false,
             label_mode: LabelMode::Majority,
             skip_bad: false,
-            seed: 1,
+            split_seed: 1,
         };
         let splits = load(&sheet, &opts).unwrap();
         let mut all = [splits.train, splits.valid, splits.test].concat();

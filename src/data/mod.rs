@@ -128,7 +128,12 @@ pub struct LoadOptions {
     pub label_mode: LabelMode,
     /// Skip and count bad rows instead of failing on the first.
     pub skip_bad: bool,
-    pub seed: u64,
+    /// Seed of the stratified 70/15/15 split of a source without its own (training's
+    /// shuffling and augmentation have their own seed, so runs can differ in one and keep the
+    /// same test faces). Recipes from before the two were told apart held one `seed` for both,
+    /// always 0, the default here.
+    #[serde(default)]
+    pub split_seed: u64,
     /// Find each image's face with the live detector (YuNet) and crop it as live crops are
     /// made, instead of taking the dataset's box or whole image.
     #[serde(default)]

@@ -64,9 +64,12 @@ pub struct TrainConfig {
     #[serde(default)]
     pub arch: Arch,
     pub data: Vec<PathBuf>,
-    /// How the data sources are read (layout, label mode, bad rows, seed).
+    /// How the data sources are read (layout, label mode, bad rows, split seed).
     #[serde(flatten)]
     pub load: LoadOptions,
+    /// Seed of the epochs' shuffling, balanced draws, mirroring and augmentation. The head's
+    /// first weights and dropout draw from candle's own generator, which is not seeded.
+    pub seed: u64,
     pub task: Task,
     pub epochs: usize,
     pub batch_size: usize,
@@ -179,8 +182,9 @@ mod tests {
                 detect: false,
                 label_mode: LabelMode::Majority,
                 skip_bad: false,
-                seed: 0,
+                split_seed: 0,
             },
+            seed: 0,
             task: Task::Both,
             epochs: 1,
             batch_size: 32,
@@ -240,6 +244,7 @@ mod tests {
                 "sampling",
                 "seed",
                 "skip_bad",
+                "split_seed",
                 "task",
                 "va_repeat",
                 "warmup_steps",

@@ -119,7 +119,7 @@ impl<'a> Epochs<'a> {
         weights_path: &Path,
     ) -> Result<(Vec<EpochRecord>, Option<BestWeights>), RunError> {
         let cfg = self.cfg;
-        let mut rng = StdRng::seed_from_u64(cfg.load.seed);
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
         let mut stopping = EarlyStopping::new(cfg.patience);
         let (mut history, mut best) = (Vec::new(), None);
         for epoch in 1..=cfg.epochs {
