@@ -9,8 +9,8 @@
 //! convs `[k, k, C]`.
 
 use super::ops::{
-    self, Act, BlockTensors, Conv1x1, Conv3x3, DenseFormat, InvertedResidualBlock, PackedDense,
-    SamePadding,
+    self, global_avg_pool, Act, BlockTensors, Conv1x1, Conv3x3, DenseFormat, InvertedResidualBlock,
+    PackedDense, SamePadding,
 };
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -411,13 +411,6 @@ impl InvertedResidualNet {
     pub fn forward(&self, image: &Tensor) -> Result<Tensor> {
         self.forward_from(&self.forward_to(image, 0)?, 0)
     }
-}
-
-/// Mean over the spatial positions of an NHWC tensor.
-pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    let c = x.dim(D::Minus1)?;
-    let n = x.dim(0)?;
-    x.reshape((n, (), c))?.mean(1)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! backward): VGG16 is here to be compared with, and at ~5 GFLOP per 128×128 image (25× a
 //! MobileNetV2) it is not a live model, so it gets no custom kernels.
 
-use super::inverted_residual_net::global_avg_pool;
+use super::ops::global_avg_pool;
 use super::ops::{self, Act, Conv3x3};
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};

@@ -120,7 +120,7 @@ pub use dense_packed::{DenseFormat, PackedDense};
 pub use depthwise::{depthwise, depthwise3x3};
 pub use inverted_residual::{BlockTensors, Conv1x1, InvertedResidualBlock};
 pub use pointwise_depthwise::PointwiseDepthwise;
-pub use pool::{max_pool2x2, upsample2_add};
+pub use pool::{global_avg_pool, max_pool2x2, upsample2_add};
 pub use reference::{
     conv3x3_input_reference, dense_reference, depthwise3x3_reference, depthwise_same_reference,
     max_pool2x2_reference, upsample2_add_reference,
