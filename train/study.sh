@@ -118,6 +118,9 @@ for v in "${variants[@]}"; do
         # do its stronger ImageNet features pay once every block learns?
         lite0-one) run lite0-one "--precision f32" "${data3[@]}" --arch efficientnet-lite0 --finetune-blocks all "${ours[@]}" \
             --epochs 12 --weak-va 0.15 ;;
+        lite0-one-bal) run lite0-one-bal "--precision f32" "${data3[@]}" --arch efficientnet-lite0 --finetune-blocks 0 --label-mode probability \
+            --init runs/study/lite0-one/weights.safetensors --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 \
+            --warmup-steps 50 --weak-va 0.15 ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
 done
