@@ -149,16 +149,17 @@ impl CustomOp1 for SpatialMean {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let positions = arg.dim(1)? as f64;
         let spread = grad_res.unsqueeze(1)?.broadcast_as(arg.shape())?;
-        Ok(Some((spread.contiguous()? / positions)?))
+        Ok(Some((spread / positions)?))
     }
 }
 
 /// Mean over the spatial positions of an NHWC tensor: `[N,H,W,C]` → `[N,C]`.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let (n, c) = (x.dim(0)?, x.dim(candle_core::D::Minus1)?);
+    // reshape copies a strided input, so `x` is contiguous here, as the op needs.
     let x = x.reshape((n, (), c))?;
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(SpatialMean)
+        x.apply_op1(SpatialMean)
     } else {
         x.mean(1)
     }
