@@ -138,7 +138,9 @@ impl AffectModel {
 
     /// Images `[N, S, S, 3]` in [-1, 1] → logits and valence/arousal (inference mode).
     pub fn forward(&self, images: &Tensor) -> candle_core::Result<HeadOutput> {
-        self.head.forward_t(&self.trunk.forward(images)?, false)
+        ops::on_cpu_pool(images.device(), || {
+            self.head.forward_t(&self.trunk.forward(images)?, false)
+        })
     }
 
     /// Per projection of an inverted-residual trunk, its range tensor's checkpoint name and

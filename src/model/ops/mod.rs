@@ -348,6 +348,19 @@ impl SharedMut {
     }
 }
 
+/// Runs `f` on a thread of rayon's pool (in place if this is one) when `device` is the CPU.
+/// Each op forks its parallel loop from the thread that calls it; from a thread outside the
+/// pool the loop is handed over and the caller sleeps until a worker wakes it, once per op,
+/// about twenty times a forward pass. From a worker the loop starts at once and the other
+/// workers steal its pieces (batch 1, 2 threads, Zen 5: 0.815 → 0.732 ms, medians of 3 × 200).
+pub fn on_cpu_pool<R: Send>(device: &candle_core::Device, f: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
+
 /// A new output of `len` values, built in parallel `row` values at a time: `init(i, piece)`
 /// gets the `i`-th piece uninitialised and hands it back written, as the `&mut [f32]` that
 /// [`filled`], [`repeated`] or [`written`] return. Skips the zero-fill of `vec![0.0; len]`,
