@@ -135,6 +135,14 @@ pub struct TrainArgs {
     /// label (0: off).
     #[arg(long, default_value_t = 0.05)]
     pub weak_va: f32,
+    /// Affectcam weights of a teacher model (any --arch, same input colour and size): each
+    /// augmented training face's emotion target becomes a mix of its label and the teacher's
+    /// distribution (whole-network training only).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Share of each emotion target the teacher gives (with --teacher).
+    #[arg(long, default_value_t = 0.5)]
+    pub distill: f32,
     /// Keep the emotion logits as trained, instead of subtracting τ·log(class prior) with τ
     /// chosen on validation macro-F1.
     #[arg(long)]
@@ -198,6 +206,12 @@ impl From<&TrainArgs> for TrainConfig {
             focal_gamma: args.focal_gamma.max(0.0),
             weak_va: args.weak_va.max(0.0),
             logit_adjust: !args.no_logit_adjust,
+            teacher: args.teacher.clone(),
+            distill: if args.teacher.is_some() {
+                args.distill.clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
             va_repeat: args.va_repeat.max(1),
             limit: args.limit,
             out: args.out.clone(),

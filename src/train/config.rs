@@ -111,6 +111,13 @@ pub struct TrainConfig {
     /// with τ chosen on validation macro-F1: rare classes get their share of predictions.
     #[serde(default)]
     pub logit_adjust: bool,
+    /// A trained affectcam model whose emotion distribution on each augmented training face
+    /// is mixed into that face's target (knowledge distillation; whole-network training only).
+    #[serde(default)]
+    pub teacher: Option<PathBuf>,
+    /// Share of each labelled face's emotion target taken from the teacher (0..=1).
+    #[serde(default)]
+    pub distill: f32,
     /// Times each valence/arousal-labelled training sample is seen per epoch (they are rare).
     pub va_repeat: usize,
     /// Use at most this many samples per split of each source (quick runs and tests).
@@ -131,6 +138,21 @@ impl TrainConfig {
                 self.arch.num_blocks(),
                 self.arch.num_blocks()
             )));
+        }
+        if let Some(path) = &self.teacher {
+            if self.finetune() != Finetune::All {
+                return Err(RunError::Config(
+                    "--teacher needs the whole network to train (--finetune-blocks all): the \
+                     teacher reads each augmented face, and partial runs train on cached activations"
+                        .into(),
+                ));
+            }
+            if !path.is_file() {
+                return Err(RunError::Config(format!(
+                    "--teacher {}: no such file",
+                    path.display()
+                )));
+            }
         }
         match &self.init {
             Some(path) if !path.is_file() => Err(RunError::InitNotFound(path.clone())),
@@ -204,6 +226,8 @@ mod tests {
             focal_gamma: 0.0,
             weak_va: 0.05,
             logit_adjust: true,
+            teacher: None,
+            distill: 0.0,
             va_repeat: 8,
             limit: None,
             out: "out".into(),
@@ -225,6 +249,7 @@ mod tests {
                 "crop_margin",
                 "data",
                 "detect",
+                "distill",
                 "epochs",
                 "finetune_blocks",
                 "focal_gamma",
@@ -246,6 +271,7 @@ mod tests {
                 "skip_bad",
                 "split_seed",
                 "task",
+                "teacher",
                 "va_repeat",
                 "warmup_steps",
                 "weak_va",

@@ -9,7 +9,8 @@ use super::history::{plot_history, write_history, EpochRecord};
 use super::{Finetune, Trainer};
 use crate::eval::{self, metrics::EvalReport, Predictions};
 use crate::model::labels::NUM_EMOTIONS;
-use crate::model::ModelMeta;
+use crate::model::preprocess::Preprocess;
+use crate::model::{AffectModel, ModelMeta, Precision};
 use crate::run_error::RunError;
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,6 +38,8 @@ pub struct Epochs<'a> {
     valid: &'a FaceSet,
     inputs: Inputs,
     rules: TargetRules,
+    /// The model whose distributions are mixed into the emotion targets (`--teacher`).
+    teacher: Option<AffectModel>,
     device: &'a Device,
 }
 
@@ -99,12 +102,17 @@ impl<'a> Epochs<'a> {
             label_smoothing: cfg.label_smoothing,
             weak_va,
         };
+        let teacher = match &cfg.teacher {
+            Some(path) => Some(load_teacher(path, &cfg.preprocess, device)?),
+            None => None,
+        };
         Ok(Self {
             cfg,
             train: &sources.train,
             valid: &sources.valid,
             inputs,
             rules,
+            teacher,
             device,
         })
     }
@@ -204,7 +212,11 @@ impl<'a> Epochs<'a> {
                 .collect();
             let seeds: Vec<u64> = chunk.iter().map(|_| rng.random()).collect();
             let inputs = self.train_inputs(chunk, &mirrored, &seeds)?;
-            let targets = train.targets(chunk, &self.rules, device)?;
+            let mut targets = train.targets(chunk, &self.rules, device)?;
+            if let Some(teacher) = &self.teacher {
+                let probs = candle_nn::ops::softmax(&teacher.forward(&inputs)?.logits, 1)?;
+                targets = targets.distilled(&probs, cfg.distill)?;
+            }
             trainer.scale_learning_rates(cfg.lr_factor((epoch - 1) * steps + batches, total_steps));
             let (losses, logits) = trainer.step_with_logits(&inputs, &targets)?;
             loss_sum += losses.total.to_scalar::<f32>()? as f64;
@@ -267,6 +279,25 @@ impl<'a> Epochs<'a> {
         }
         Ok(preds)
     }
+}
+
+/// The `--teacher` model, in f32, after checking that it reads the inputs this run makes.
+fn load_teacher(path: &Path, ours: &Preprocess, device: &Device) -> Result<AffectModel, RunError> {
+    let mut teacher = AffectModel::load(path, device)?;
+    let theirs = teacher.meta.preprocess;
+    if theirs.color != ours.color || theirs.input_size != ours.input_size {
+        return Err(RunError::Config(format!(
+            "--teacher {}: it reads {} {}-pixel faces, this run makes {} {}-pixel ones",
+            path.display(),
+            theirs.color,
+            theirs.input_size,
+            ours.color,
+            ours.input_size
+        )));
+    }
+    teacher.set_precision(Precision::F32)?;
+    log::info!("teacher {} ({})", path.display(), teacher.meta.arch);
+    Ok(teacher)
 }
 
 /// A validation metric, NaN where the data has no labels for it.

@@ -6,6 +6,7 @@
 //! (`evaluate`).
 
 use crate::model::backbone::Arch;
+use crate::model::ops::on_cpu_pool;
 use crate::model::{AffectModel, ModelMeta};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
@@ -70,6 +71,18 @@ pub struct Targets {
     /// `[N]` weight of each sample's valence/arousal loss: 1 where known, the weak-target
     /// weight for class-mean targets, else 0.
     pub va_mask: Tensor,
+}
+
+impl Targets {
+    /// Moves `share` of each labelled face's emotion target to the teacher's distribution
+    /// `teacher_probs` `[N, 8]`; unlabelled faces stay without one.
+    pub fn distilled(self, teacher_probs: &Tensor, share: f32) -> Result<Self> {
+        let labelled = self.emotion.sum_keepdim(1)?;
+        let taught = teacher_probs.broadcast_mul(&labelled)?;
+        let emotion =
+            (self.emotion.affine(1.0 - share as f64, 0.0)? + taught.affine(share as f64, 0.0)?)?;
+        Ok(Self { emotion, ..self })
+    }
 }
 
 /// Loss terms of a batch.
@@ -199,12 +212,14 @@ impl Trainer {
         inputs: &Tensor,
         train: bool,
     ) -> Result<crate::model::head::HeadOutput> {
-        let features = match self.finetune {
-            Finetune::HeadOnly => inputs.clone(),
-            Finetune::FromBlock(k) => self.model.trunk.forward_from(inputs, k)?,
-            Finetune::All => self.model.trunk.forward(inputs)?,
-        };
-        self.model.head.forward_t(&features, train)
+        on_cpu_pool(&self.device, || {
+            let features = match self.finetune {
+                Finetune::HeadOnly => inputs.clone(),
+                Finetune::FromBlock(k) => self.model.trunk.forward_from(inputs, k)?,
+                Finetune::All => self.model.trunk.forward(inputs)?,
+            };
+            self.model.head.forward_t(&features, train)
+        })
     }
 
     /// One forward + backward + Adam update; returns the loss terms.
@@ -219,23 +234,26 @@ impl Trainer {
         inputs: &Tensor,
         targets: &Targets,
     ) -> Result<(Losses, Tensor)> {
-        let out = self.forward_t(inputs, true)?;
-        let losses = losses(&out.logits, &out.valence_arousal, targets, self.focal_gamma)?;
-        let grads = losses.total.backward()?;
-        if let Some(opt) = &mut self.trunk_opt {
-            opt.step(&grads)?;
-        }
-        self.head_opt.step(&grads)?;
-        Ok((losses, out.logits.detach()))
+        let device = self.device.clone();
+        on_cpu_pool(&device, || {
+            let out = self.forward_t(inputs, true)?;
+            let losses = losses(&out.logits, &out.valence_arousal, targets, self.focal_gamma)?;
+            let grads = losses.total.backward()?;
+            if let Some(opt) = &mut self.trunk_opt {
+                opt.step(&grads)?;
+            }
+            self.head_opt.step(&grads)?;
+            Ok((losses, out.logits.detach()))
+        })
     }
 
     /// The frozen part of the trunk: images → the inputs [`Trainer::forward_t`] expects.
     pub fn frozen_forward(&self, images: &Tensor) -> Result<Tensor> {
-        match self.finetune {
+        on_cpu_pool(&self.device, || match self.finetune {
             Finetune::All => Ok(images.clone()),
             Finetune::FromBlock(k) => Ok(self.model.trunk.forward_to(images, k)?.detach()),
             Finetune::HeadOnly => Ok(self.model.trunk.forward(images)?.detach()),
-        }
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -284,5 +302,25 @@ mod tests {
         let row = |l: f32| -(l.exp() / (l.exp() + 7.0)).ln();
         assert!((ce - (row(4.0) + row(0.5)) / 2.0).abs() < 1e-5);
         assert!(focal < ce && focal > 0.0);
+    }
+
+    #[test]
+    fn distillation_mixes_labelled_targets_only() {
+        let dev = Device::Cpu;
+        let mut emotion = vec![0f32; 16];
+        emotion[1] = 1.0; // row 0 is happy, row 1 has no emotion label
+        let t = Targets {
+            emotion: Tensor::from_vec(emotion, (2, 8), &dev).unwrap(),
+            emotion_weight: Tensor::new(&[1f32, 0.], &dev).unwrap(),
+            valence_arousal: Tensor::zeros((2, 2), DType::F32, &dev).unwrap(),
+            va_mask: Tensor::zeros(2, DType::F32, &dev).unwrap(),
+        };
+        let teacher = Tensor::full(0.125f32, (2, 8), &dev).unwrap();
+        let mixed = t.distilled(&teacher, 0.4).unwrap().emotion;
+        let rows = mixed.to_vec2::<f32>().unwrap();
+        assert!((rows[0][1] - (0.6 + 0.4 * 0.125)).abs() < 1e-6);
+        assert!((rows[0][0] - 0.4 * 0.125).abs() < 1e-6);
+        assert!((rows[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(rows[1].iter().all(|&p| p == 0.0));
     }
 }
