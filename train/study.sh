@@ -91,6 +91,10 @@ for v in "${variants[@]}"; do
         # Tenth (not shipped): the same again from v9's weights.
         v10) run v10 "" "${data3[@]}" --finetune-blocks all --label-mode probability --sampling balanced --no-class-weights \
             --init runs/study/v9/weights.safetensors --epochs 3 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
+        # Eleventh: v10's run taught by EfficientNet-Lite0 lite0-bal-all (half of each emotion target).
+        v11) run v11 "" "${data3[@]}" --finetune-blocks all --label-mode probability --sampling balanced --no-class-weights \
+            --init runs/study/v9/weights.safetensors --teacher runs/study/lite0-bal-all/weights.safetensors --distill 0.5 \
+            --epochs 3 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
         # One schedule instead of v2 → v5's three: ImageNet to 12 whole-network epochs on one warm-up
         # + cosine (v3's weak V/A 0.15), then the head retrained on class-balanced draws as v4 and
         # v6 were; is v6's three-cosine chain (207 min) needed, or does one run under 3 h do?
@@ -121,6 +125,10 @@ for v in "${variants[@]}"; do
         lite0-one-bal) run lite0-one-bal "--precision f32" "${data3[@]}" --arch efficientnet-lite0 --finetune-blocks 0 --label-mode probability \
             --init runs/study/lite0-one/weights.safetensors --sampling balanced --no-class-weights --epochs 4 --lr-head 1e-4 \
             --warmup-steps 50 --weak-va 0.15 ;;
+        # Then v9's step on Lite0: the whole network 3 more epochs on class-balanced draws.
+        lite0-bal-all) run lite0-bal-all "--precision f32" "${data3[@]}" --arch efficientnet-lite0 --finetune-blocks all \
+            --label-mode probability --sampling balanced --no-class-weights --init runs/study/lite0-one-bal/weights.safetensors \
+            --epochs 3 --lr-trunk 2e-5 --lr-head 2e-4 --warmup-steps 100 --weak-va 0.15 ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
 done
