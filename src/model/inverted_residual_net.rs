@@ -10,7 +10,7 @@
 
 use super::ops::{
     self, global_avg_pool, Act, BlockTensors, Conv1x1, Conv3x3, DenseFormat, InvertedResidualBlock,
-    PackedDense, SamePadding,
+    PackedDense, SamePadding, Window,
 };
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -252,28 +252,31 @@ impl InvertedResidual {
         }
         self.project.set_packing(fused)?;
         self.fused = match fused {
-            Some(_) if self.spec.kernel == 3 => {
-                Some(Arc::new(InvertedResidualBlock::new(BlockTensors {
-                    expand: self.expand.as_ref().map(ConvParams::as_conv1x1),
-                    depthwise: (&self.depthwise.weight, &self.depthwise.bias),
-                    project: self.project.as_conv1x1(),
-                    stride: self.spec.stride,
-                })?))
-            }
-            _ => None,
+            Some(_) => Some(Arc::new(InvertedResidualBlock::new(BlockTensors {
+                expand: self.expand.as_ref().map(ConvParams::as_conv1x1),
+                depthwise: (&self.depthwise.weight, &self.depthwise.bias),
+                project: self.project.as_conv1x1(),
+                window: self.window(),
+            })?)),
+            None => None,
         };
         Ok(())
     }
 
+    /// The depthwise conv's window, padded as the network's ImageNet weights were trained.
+    fn window(&self) -> Window {
+        let stride = self.spec.stride;
+        match self.padding {
+            Padding::Keras => Window::Keras3x3(Conv3x3 { stride }),
+            Padding::Same => Window::Same(SamePadding {
+                kernel: self.spec.kernel,
+                stride,
+            }),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, h, w, _) = x.dims4()?;
-        let window = SamePadding {
-            kernel: self.spec.kernel,
-            stride: self.spec.stride,
-        };
-        // The fused op pads as Keras does: a "SAME" block only uses it where that is the same.
-        let keras_padded = self.padding == Padding::Keras || window.is_keras_3x3(h, w);
-        if let Some(fused) = self.fused.as_ref().filter(|_| keras_padded) {
+        if let Some(fused) = &self.fused {
             if fused.splits_well(x.dims()) {
                 return fused.forward(x);
             }
@@ -288,18 +291,9 @@ impl InvertedResidual {
             None => x.clone(),
         };
         let (weight, bias) = (&self.depthwise.weight, &self.depthwise.bias);
-        let conv = Conv3x3 {
-            stride: self.spec.stride,
-        };
-        match self.padding {
-            Padding::Keras => ops::depthwise3x3(&hidden, weight, bias, conv, Act::Relu6),
-            Padding::Same => {
-                let window = SamePadding {
-                    kernel: self.spec.kernel,
-                    stride: self.spec.stride,
-                };
-                ops::depthwise(&hidden, weight, bias, window, Act::Relu6)
-            }
+        match self.window() {
+            Window::Keras3x3(conv) => ops::depthwise3x3(&hidden, weight, bias, conv, Act::Relu6),
+            Window::Same(window) => ops::depthwise(&hidden, weight, bias, window, Act::Relu6),
         }
     }
 
@@ -371,7 +365,7 @@ impl InvertedResidualNet {
         global_avg_pool(&x)
     }
 
-    /// Makes each 3×3 block one op for inference (`Some`), with the 1×1 convs (89 % of
+    /// Makes each block one op for inference (`Some`), with the 1×1 convs (89 % of
     /// MobileNetV2's multiply-adds at 128×128) on the packed kernels of that format (f32 on
     /// gemm where the CPU has none); `None` goes back to the trainable ops. The fused ops have
     /// no backward pass and hold copies of the weights, frozen at the time of the call.

@@ -201,7 +201,8 @@ impl SamePadding {
 
 /// A depthwise conv's window and padding, as its ops take them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Window {
+pub enum Window {
+    /// Keras' 3×3 padding (MobileNetV2's).
     Keras3x3(Conv3x3),
     /// A 3×3 or 5×5 window (the kernels' sizes) whose padding is the same along both axes.
     Same(SamePadding),
@@ -212,6 +213,21 @@ impl Window {
         match self {
             Window::Keras3x3(_) => 3,
             Window::Same(same) => same.kernel,
+        }
+    }
+
+    fn stride(self) -> usize {
+        match self {
+            Window::Keras3x3(conv) => conv.stride,
+            Window::Same(same) => same.stride,
+        }
+    }
+
+    /// Whether the CPU kernels take this window on an `h`×`w` input.
+    fn has_cpu_kernel(self, h: usize, w: usize) -> bool {
+        match self {
+            Window::Keras3x3(_) => true,
+            Window::Same(same) => same.has_cpu_kernel(h, w),
         }
     }
 }

@@ -30,8 +30,11 @@ fn forward_row<'a, const K: usize>(
     forward_row_of::<K>(rows, wt, bias, g, out, act)
 }
 
-simd_dispatch!(pub(in crate::model::ops) dw_forward_row_of, fn<'a>(rows: [Option<&[f32]>; 3], wt: &[f32], bias: &[f32], g: &Geometry, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
-    forward_row_of::<3>(rows, wt, bias, g, out, act)
+simd_dispatch!(pub(in crate::model::ops) dw_forward_row_of, fn<'a>(rows: &[Option<&[f32]>], wt: &[f32], bias: &[f32], g: &Geometry, out: &'a mut [MaybeUninit<f32>], act: Act) -> &'a mut [f32] {
+    match rows.len() {
+        3 => forward_row_of::<3>(rows.try_into().expect("3 rows"), wt, bias, g, out, act),
+        _ => forward_row_of::<5>(rows.try_into().expect("3 or 5 input rows"), wt, bias, g, out, act),
+    }
 });
 
 /// Channels one accumulator holds: a 512-bit register (two 256-bit ones on AVX2), and one

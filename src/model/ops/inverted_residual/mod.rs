@@ -1,6 +1,6 @@
-//! MobileNetV2's inverted-residual block for inference as one op: expand 1×1 (ReLU6) →
-//! depthwise 3×3 (ReLU6) → project 1×1 (+ the residual), in one parallel region instead of
-//! four. Large layers are computed band of output rows by band of output rows: the expanded
+//! The inverted-residual block (MobileNetV2's, EfficientNet-Lite's) for inference as one op:
+//! expand 1×1 (ReLU6) → depthwise 3×3 or 5×5 (ReLU6) → project 1×1 (+ the residual), in one
+//! parallel region instead of four. Large layers are computed band of output rows by band of output rows: the expanded
 //! activations, six times the block's channels, then live in a band-sized buffer in cache
 //! instead of going through memory three times (at batch 32 the first expanded layer alone is
 //! 50 MB). Layers too small to split by rows (8×8 and 4×4 of one image) are split by hidden
@@ -12,7 +12,7 @@
 mod pointwise;
 
 use super::depthwise::dw_forward_row_of;
-use super::{dims4, inputs, output, par_output, Act, Conv3x3, Geometry};
+use super::{dims4, inputs, output, par_output, Act, Geometry, Window};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -43,7 +43,7 @@ pub struct InvertedResidualBlock {
     cin: usize,
     hidden: usize,
     cout: usize,
-    conv: Conv3x3,
+    window: Window,
     expand: Option<Pointwise>,
     depthwise_weight: Vec<f32>,
     depthwise_bias: Vec<f32>,
@@ -52,15 +52,16 @@ pub struct InvertedResidualBlock {
     shares: Vec<ChannelShare>,
 }
 
-/// One block's parameters, in the layouts of `ops::dense` and `ops::depthwise3x3`.
+/// One block's parameters, in the layouts of `ops::dense` and `ops::depthwise`.
 pub struct BlockTensors<'a> {
     /// Expand 1×1 `[hidden, cin]`, absent when the block does not expand.
     pub expand: Option<Conv1x1<'a>>,
-    /// Depthwise `[3, 3, hidden]` and bias.
+    /// Depthwise `[k, k, hidden]` and bias.
     pub depthwise: (&'a Tensor, &'a Tensor),
     /// Project 1×1 `[cout, hidden]`.
     pub project: Conv1x1<'a>,
-    pub stride: usize,
+    /// The depthwise conv's window (k×k, stride, padding).
+    pub window: Window,
 }
 
 /// How the fused op splits its work over the threads.
@@ -81,9 +82,10 @@ impl InvertedResidualBlock {
             Some(expand) => expand.weight.dims2()?.1,
             None => hidden,
         };
+        let taps = t.window.kernel() * t.window.kernel();
         let depthwise_weight = t.depthwise.0.flatten_all()?.to_vec1::<f32>()?;
         let depthwise_bias = t.depthwise.1.flatten_all()?.to_vec1::<f32>()?;
-        if depthwise_weight.len() != 9 * hidden || depthwise_bias.len() != hidden {
+        if depthwise_weight.len() != taps * hidden || depthwise_bias.len() != hidden {
             bail!(
                 "inverted residual: depthwise {:?} for {hidden} channels",
                 t.depthwise.0.shape()
@@ -95,7 +97,7 @@ impl InvertedResidualBlock {
                 .map(|channels| {
                     Ok(ChannelShare {
                         expand: Pointwise::part(expand, channels.clone(), 0..cin, true)?,
-                        depthwise_weight: (0..9)
+                        depthwise_weight: (0..taps)
                             .flat_map(|tap| &depthwise_weight[tap * hidden..][channels.clone()])
                             .copied()
                             .collect(),
@@ -115,7 +117,7 @@ impl InvertedResidualBlock {
             cin,
             hidden,
             cout,
-            conv: Conv3x3 { stride: t.stride },
+            window: t.window,
             expand: t.expand.as_ref().map(Pointwise::new).transpose()?,
             depthwise_weight,
             depthwise_bias,
@@ -125,7 +127,7 @@ impl InvertedResidualBlock {
     }
 
     fn residual(&self) -> bool {
-        self.conv.stride == 1 && self.cin == self.cout
+        self.window.stride() == 1 && self.cin == self.cout
     }
 
     /// x `[N, H, W, cin]` → `[N, Ho, Wo, cout]` (any x: bands of one row if need be; the
@@ -142,14 +144,19 @@ impl InvertedResidualBlock {
 
     /// Bands where they are a divisor of `ho` (never straddling two images), keep the
     /// expanded band under [`BAND_BYTES`], give every thread a band, and are whole images or
-    /// at least 8 input rows tall (the one or two rows a band shares with the next are
-    /// expanded by both: at most 25 % more work). Small layers of a single image fail this and
-    /// are split by channel where every share's expanded images fit in [`BAND_BYTES`].
+    /// at least 8 input rows tall (the k − 1 rows or fewer a band shares with the next, for a
+    /// k×k window, are expanded by both: at most 25 % more work with a 3×3 window, 50 % with a
+    /// 5×5, which measured faster than splitting 5×5 layers by channel). Small layers of a single image fail this and are split by channel where every share's
+    /// expanded images fit in [`BAND_BYTES`]. `None` also where the depthwise kernels do not
+    /// take the window's padding on this input.
     fn split(&self, dims: &[usize]) -> Option<Split> {
         let &[n, h, w, _] = dims else { return None };
-        let g = Geometry::new(self.conv, (n, h, w, self.hidden));
+        if !self.window.has_cpu_kernel(h, w) {
+            return None;
+        }
+        let g = Geometry::of(self.window, (n, h, w, self.hidden));
         let threads = rayon::current_num_threads().max(1);
-        let band_bytes = |b: usize| ((b - 1) * g.stride + 3) * g.w * self.hidden * 4;
+        let band_bytes = |b: usize| ((b - 1) * g.stride + g.kernel) * g.w * self.hidden * 4;
         let bands = (1..=g.ho).rev().find(|&b| {
             g.ho.is_multiple_of(b)
                 && band_bytes(b) <= BAND_BYTES
@@ -171,7 +178,7 @@ impl InvertedResidualBlock {
             .par_iter()
             .map(|share| {
                 let c = share.depthwise_bias.len();
-                let g = Geometry::new(self.conv, (n, h, w, c));
+                let g = Geometry::of(self.window, (n, h, w, c));
                 let mut expanded = Vec::with_capacity(n * h * w * c);
                 let expanded = share.expand.rows_into(
                     x,
@@ -218,7 +225,7 @@ impl InvertedResidualBlock {
 
 /// The depthwise conv's (ReLU6) output rows `y0..` of one image into `out` (whole rows of
 /// `wo × c`), from `expanded`, the image's input rows `first..` (`w × c` each; as many as the
-/// rows' taps read), with weights `[3, 3, c]` and bias `[c]`.
+/// rows' taps read), with weights `[k, k, c]` and bias `[c]`.
 fn depthwise_rows(
     expanded: &[f32],
     first: usize,
@@ -229,11 +236,13 @@ fn depthwise_rows(
 ) {
     let row_len = g.w * g.c;
     for (yl, out_row) in out.chunks_exact_mut(g.wo * g.c).enumerate() {
-        let rows = std::array::from_fn(|kh| {
-            let ih = g.input_at(y0 + yl, kh, g.h)?;
-            Some(&expanded[(ih - first) * row_len..][..row_len])
-        });
-        dw_forward_row_of(rows, weight, bias, g, out_row, Act::Relu6);
+        let mut rows = [None; 5];
+        for (kh, row) in rows[..g.kernel].iter_mut().enumerate() {
+            *row = g
+                .input_at(y0 + yl, kh, g.h)
+                .map(|ih| &expanded[(ih - first) * row_len..][..row_len]);
+        }
+        dw_forward_row_of(&rows[..g.kernel], weight, bias, g, out_row, Act::Relu6);
     }
 }
 
@@ -266,7 +275,13 @@ impl CustomOp1 for InvertedResidualBlock {
             );
         }
         let (hidden, cout) = (self.hidden, self.cout);
-        let g = Geometry::new(self.conv, (n, h, w, hidden));
+        if !self.window.has_cpu_kernel(h, w) {
+            bail!(
+                "inverted residual: no CPU kernel for {:?} on {h}×{w}",
+                self.window
+            );
+        }
+        let g = Geometry::of(self.window, (n, h, w, hidden));
         let shape = Shape::from((n, g.ho, g.wo, cout));
         if n * g.ho * g.wo * cout == 0 {
             return Ok((CpuStorage::F32(Vec::new()), shape));
@@ -285,7 +300,7 @@ impl CustomOp1 for InvertedResidualBlock {
             let (image, y0) = ((i * band) / g.ho, (i * band) % g.ho);
             // The input rows the band's taps read, expanded (or the input itself).
             let first = (y0 * g.stride).saturating_sub(g.pad);
-            let end = ((y0 + band - 1) * g.stride + 3 - g.pad).min(h);
+            let end = ((y0 + band - 1) * g.stride + g.kernel - g.pad).min(h);
             let x_rows = &x[(image * h + first) * w * cin..(image * h + end) * w * cin];
             let mut expanded = Vec::new();
             let expanded: &[f32] = match &self.expand {
@@ -318,7 +333,7 @@ impl CustomOp1 for InvertedResidualBlock {
 mod tests {
     use super::*;
     use crate::model::ops::testing::{randn, rel_err};
-    use crate::model::ops::{dense, depthwise3x3, DenseFormat, PackedDense};
+    use crate::model::ops::{dense, depthwise3x3, Conv3x3, DenseFormat, PackedDense, SamePadding};
     use candle_core::Device;
     use std::sync::Arc;
 
@@ -328,17 +343,21 @@ mod tests {
         expand: Option<&(Tensor, Tensor)>,
         depthwise: &(Tensor, Tensor),
         project: &(Tensor, Tensor),
-        stride: usize,
+        window: Window,
     ) -> (Tensor, Tensor) {
         let h = match expand {
             Some((w, b)) => dense(x, w, b, Act::Relu6).unwrap(),
             None => x.clone(),
         };
-        let conv = Conv3x3 { stride };
-        let h = depthwise3x3(&h, &depthwise.0, &depthwise.1, conv, Act::Relu6).unwrap();
+        let (weight, bias) = depthwise;
+        let h = match window {
+            Window::Keras3x3(conv) => depthwise3x3(&h, weight, bias, conv, Act::Relu6),
+            Window::Same(same) => crate::model::ops::depthwise(&h, weight, bias, same, Act::Relu6),
+        }
+        .unwrap();
         let y = dense(&h, &project.0, &project.1, Act::Identity).unwrap();
         let (cin, cout) = (x.dims4().unwrap().3, y.dims4().unwrap().3);
-        let y = if stride == 1 && cin == cout {
+        let y = if window.stride() == 1 && cin == cout {
             (y + x).unwrap()
         } else {
             y
@@ -358,19 +377,29 @@ mod tests {
     #[test]
     fn fused_block_matches_the_three_ops() {
         let dev = Device::Cpu;
-        // (input, expansion, cout, stride, threads, how the op splits it)
-        for (n, h, w, cin, t, cout, stride, threads, split) in [
-            (1, 8, 8, 16, 6, 16, 1, 2, Some(Split::Channels)),
-            (1, 8, 8, 16, 6, 16, 1, 1, Some(Split::Bands(8))),
-            (2, 9, 7, 8, 6, 12, 2, 2, Some(Split::Bands(5))),
-            (1, 16, 16, 32, 1, 16, 1, 2, Some(Split::Bands(8))),
-            (3, 4, 4, 24, 6, 24, 1, 2, Some(Split::Bands(4))),
-            (1, 4, 4, 24, 6, 32, 1, 3, Some(Split::Channels)),
-            (1, 8, 8, 16, 6, 24, 2, 2, Some(Split::Channels)),
-            (1, 1, 1, 8, 6, 8, 1, 2, None),
-            (1, 1, 1, 16, 6, 16, 1, 2, Some(Split::Channels)),
-            (2, 64, 64, 16, 6, 24, 2, 2, Some(Split::Bands(8))),
-            (1, 5, 6, 7, 3, 7, 1, 2, None),
+        let keras = |stride| Window::Keras3x3(Conv3x3 { stride });
+        let same = |kernel, stride| Window::Same(SamePadding { kernel, stride });
+        // (input, expansion, cout, window, threads, how the op splits it)
+        for (n, h, w, cin, t, cout, window, threads, split) in [
+            (1, 8, 8, 16, 6, 16, keras(1), 2, Some(Split::Channels)),
+            (1, 8, 8, 16, 6, 16, keras(1), 1, Some(Split::Bands(8))),
+            (2, 9, 7, 8, 6, 12, keras(2), 2, Some(Split::Bands(5))),
+            (1, 16, 16, 32, 1, 16, keras(1), 2, Some(Split::Bands(8))),
+            (3, 4, 4, 24, 6, 24, keras(1), 2, Some(Split::Bands(4))),
+            (1, 4, 4, 24, 6, 32, keras(1), 3, Some(Split::Channels)),
+            (1, 8, 8, 16, 6, 24, keras(2), 2, Some(Split::Channels)),
+            (1, 1, 1, 8, 6, 8, keras(1), 2, None),
+            (1, 1, 1, 16, 6, 16, keras(1), 2, Some(Split::Channels)),
+            (2, 64, 64, 16, 6, 24, keras(2), 2, Some(Split::Bands(8))),
+            (1, 5, 6, 7, 3, 7, keras(1), 2, None),
+            // EfficientNet-Lite's windows: 5×5 with "SAME" padding (two rows of halo per
+            // band edge), and a 3×3 "SAME" one on an odd input, padded unlike Keras.
+            (1, 8, 8, 16, 6, 16, same(5, 1), 2, Some(Split::Channels)),
+            (2, 9, 7, 8, 6, 12, same(5, 2), 2, Some(Split::Bands(5))),
+            (1, 16, 16, 32, 1, 16, same(5, 1), 2, Some(Split::Bands(8))),
+            (2, 32, 32, 16, 6, 24, same(5, 2), 2, Some(Split::Bands(16))),
+            (1, 4, 4, 24, 6, 24, same(5, 1), 1, Some(Split::Bands(4))),
+            (1, 7, 7, 8, 6, 8, same(3, 2), 2, None),
         ] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -383,8 +412,9 @@ mod tests {
                     randn(hidden, 0.5, &dev).unwrap(),
                 )
             });
+            let k = window.kernel();
             let depthwise = (
-                randn((3, 3, hidden), 0.5, &dev).unwrap(),
+                randn((k, k, hidden), 0.5, &dev).unwrap(),
                 randn(hidden, 0.5, &dev).unwrap(),
             );
             let project = (
@@ -392,7 +422,7 @@ mod tests {
                 randn(cout, 0.5, &dev).unwrap(),
             );
             let x = randn((n, h, w, cin), 1.0, &dev).unwrap();
-            let (reference, projected) = unfused(&x, expand.as_ref(), &depthwise, &project, stride);
+            let (reference, projected) = unfused(&x, expand.as_ref(), &depthwise, &project, window);
             // The projection calibrated on its inputs here (int8 smooths with the range).
             let range = projected
                 .abs()
@@ -433,14 +463,14 @@ mod tests {
                         packed: packed.1.as_ref(),
                         input_range: Some(&range),
                     },
-                    stride,
+                    window,
                 };
                 let (ours, chosen) = pool.install(|| {
                     let block = InvertedResidualBlock::new(tensors).unwrap();
                     (block.forward(&x).unwrap(), block.split(x.dims()))
                 });
                 let case = format!(
-                    "{format:?} {n}×{h}×{w}×{cin} t{t} → {cout} s{stride}, {threads} threads"
+                    "{format:?} {n}×{h}×{w}×{cin} t{t} → {cout} {window:?}, {threads} threads"
                 );
                 assert_eq!(chosen, split, "{case}");
                 assert_eq!(ours.dims(), reference.dims());
