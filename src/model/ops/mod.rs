@@ -191,7 +191,7 @@ impl SamePadding {
     }
 
     /// Whether this is a 3×3 window padded as [`Conv3x3`] pads on an `h`×`w` input, so the
-    /// 3×3 kernels (CUDA's, the fused block's) apply.
+    /// 3×3 kernels (CUDA's) apply.
     pub fn is_keras_3x3(self, h: usize, w: usize) -> bool {
         self.kernel == 3
             && (self.stride == 1

@@ -1,9 +1,9 @@
 //! The inverted-residual block (MobileNetV2's, EfficientNet-Lite's) for inference as one op:
 //! expand 1×1 (ReLU6) → depthwise 3×3 or 5×5 (ReLU6) → project 1×1 (+ the residual), in one
-//! parallel region instead of four. Large layers are computed band of output rows by band of output rows: the expanded
-//! activations, six times the block's channels, then live in a band-sized buffer in cache
-//! instead of going through memory three times (at batch 32 the first expanded layer alone is
-//! 50 MB). Layers too small to split by rows (8×8 and 4×4 of one image) are split by hidden
+//! parallel region instead of four. Large layers are computed band of output rows by band of
+//! output rows: the expanded activations, six times the block's channels, then live in a
+//! band-sized buffer in cache instead of going through memory three times (at batch 32 the
+//! first expanded layer alone is 50 MB). Layers too small to split by rows (8×8 and 4×4 of one image) are split by hidden
 //! channel instead: each thread expands, convolves and projects its share of the channels, and
 //! the shares' projections are summed.
 //! The 1×1 convs run on [`PackedDense`](super::PackedDense)'s kernels (f32, bf16 or int8), or on gemm in f32 where the
@@ -130,8 +130,8 @@ impl InvertedResidualBlock {
         self.window.stride() == 1 && self.cin == self.cout
     }
 
-    /// x `[N, H, W, cin]` → `[N, Ho, Wo, cout]` (any x: bands of one row if need be; the
-    /// model asks [`Self::splits_well`] first).
+    /// x `[N, H, W, cin]` → `[N, Ho, Wo, cout]` (any x the depthwise kernels take: bands of
+    /// one row if need be; the model asks [`Self::splits_well`] first).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(self)
     }
@@ -146,9 +146,10 @@ impl InvertedResidualBlock {
     /// expanded band under [`BAND_BYTES`], give every thread a band, and are whole images or
     /// at least 8 input rows tall (the k − 1 rows or fewer a band shares with the next, for a
     /// k×k window, are expanded by both: at most 25 % more work with a 3×3 window, 50 % with a
-    /// 5×5, which measured faster than splitting 5×5 layers by channel). Small layers of a single image fail this and are split by channel where every share's
-    /// expanded images fit in [`BAND_BYTES`]. `None` also where the depthwise kernels do not
-    /// take the window's padding on this input.
+    /// 5×5; a 25 % bound for 5×5, which splits Lite0's 16×16 layers by channel instead,
+    /// measured slower). Small layers of a single image fail this and are split by channel
+    /// where every share's expanded images fit in [`BAND_BYTES`]. `None` also where the
+    /// depthwise kernels do not take the window's padding on this input.
     fn split(&self, dims: &[usize]) -> Option<Split> {
         let &[n, h, w, _] = dims else { return None };
         if !self.window.has_cpu_kernel(h, w) {
@@ -236,6 +237,7 @@ fn depthwise_rows(
 ) {
     let row_len = g.w * g.c;
     for (yl, out_row) in out.chunks_exact_mut(g.wo * g.c).enumerate() {
+        // 5: the largest window the depthwise kernels take.
         let mut rows = [None; 5];
         for (kh, row) in rows[..g.kernel].iter_mut().enumerate() {
             *row = g
